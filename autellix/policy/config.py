@@ -1,0 +1,133 @@
+"""PolicyConfig: every scheduling knob, its default, and its one configuration path.
+
+Units. *Service* is counted in decode-token equivalents: decode tokens plus `prefill_weight` x prompt
+tokens actually computed (prefix-cache hits are free). *Wait* is counted in engine steps: one step is one
+scheduler iteration, in which a running call gains about one decode token. The starvation ratio
+wait / service is therefore dimensionless, like the paper's waiting-time / service-time ratio, and does
+not depend on how fast the hardware is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_BOUNDARIES: tuple[float, ...] = (0, 256, 512, 1024, 2048, 4096, 8192, 16384, math.inf)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyConfig:
+    """Knobs shared by every policy.
+
+    Invariants (checked in `__post_init__`): `boundaries` start at 0, rise strictly and end at infinity,
+    so K = len(boundaries) - 1 levels partition [0, inf); `quanta` has K positive entries (the last may be
+    infinite) or is None, meaning each level's width; `beta` > 0; `prefill_weight` >= 0;
+    `max_preemptions` >= 0.
+    """
+
+    boundaries: tuple[float, ...] = DEFAULT_BOUNDARIES
+    """Level i holds services in [boundaries[i], boundaries[i+1]). Default K=8, geometric."""
+    quanta: tuple[float, ...] | None = None
+    """Service a call may receive inside level i before demotion to i+1. None: the level's width."""
+    beta: float = 8.0
+    """Anti-starvation: promote to level 0 when wait / max(1, service) >= beta."""
+    starvation: bool = True
+    """Whether anti-starvation promotion is on."""
+    prefill_weight: float = 0.25
+    """Service charged per computed prompt token, in decode-token units."""
+    max_preemptions: int = 2
+    """Most running calls one schedule() may preempt (bounds recompute churn)."""
+    table_ttl: float = 600.0
+    """Seconds an idle program (no active call) stays in the process table."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Reserved for policy-specific settings; unknown keys are rejected by `from_dict`."""
+
+    def __post_init__(self) -> None:
+        b = tuple(float(x) for x in self.boundaries)
+        object.__setattr__(self, "boundaries", b)
+        if len(b) < 2:
+            raise ConfigError("boundaries: need at least two values (0 and inf)")
+        if b[0] != 0:
+            raise ConfigError(f"boundaries: must start at 0, got {b[0]}")
+        if b[-1] != math.inf:
+            raise ConfigError(f"boundaries: must end at inf, got {b[-1]}")
+        if any(lo >= hi for lo, hi in zip(b, b[1:])):
+            raise ConfigError(f"boundaries: must be strictly increasing, got {list(b)}")
+        if self.quanta is not None:
+            q = tuple(float(x) for x in self.quanta)
+            object.__setattr__(self, "quanta", q)
+            if len(q) != len(b) - 1:
+                raise ConfigError(f"quanta: need {len(b) - 1} values (one per level), got {len(q)}")
+            if any(not x > 0 for x in q):
+                raise ConfigError(f"quanta: every quantum must be > 0, got {list(q)}")
+        if not self.beta > 0:
+            raise ConfigError(f"beta: must be > 0, got {self.beta}")
+        if not self.prefill_weight >= 0:
+            raise ConfigError(f"prefill_weight: must be >= 0, got {self.prefill_weight}")
+        if self.max_preemptions < 0:
+            raise ConfigError(f"max_preemptions: must be >= 0, got {self.max_preemptions}")
+        if not self.table_ttl > 0:
+            raise ConfigError(f"table_ttl: must be > 0, got {self.table_ttl}")
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.boundaries) - 1
+
+    def level_quanta(self) -> tuple[float, ...]:
+        """Quantum per level; the last level never demotes."""
+        if self.quanta is not None:
+            return self.quanta[:-1] + (math.inf,)
+        b = self.boundaries
+        return tuple(hi - lo for lo, hi in zip(b, b[1:]))
+
+    def replace(self, **changes: Any) -> PolicyConfig:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PolicyConfig:
+        """Build from plain values (JSON, CLI, vLLM additional-config). Unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ConfigError(f"unknown policy setting(s) {unknown}; valid: {sorted(names)}")
+        kwargs = dict(values)
+        for key in ("boundaries", "quanta"):
+            if isinstance(kwargs.get(key), str):
+                kwargs[key] = _parse_floats(key, kwargs[key])
+        for key, kind in (("beta", float), ("prefill_weight", float), ("table_ttl", float),
+                          ("max_preemptions", int)):
+            if key in kwargs:
+                kwargs[key] = _coerce(key, kwargs[key], kind)
+        if isinstance(kwargs.get("starvation"), str):
+            kwargs["starvation"] = kwargs["starvation"].strip().lower() in ("1", "true", "yes", "on")
+        return cls(**kwargs)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PolicyConfig:
+        """Read `AUTELLIX_<FIELD>` variables, e.g. AUTELLIX_BETA=4, AUTELLIX_BOUNDARIES=0,64,inf."""
+        env = os.environ if environ is None else environ
+        names = [f.name for f in dataclasses.fields(cls) if f.name != "extra"]
+        values = {n: env[f"AUTELLIX_{n.upper()}"] for n in names if f"AUTELLIX_{n.upper()}" in env}
+        return cls.from_dict(values)
+
+
+def _parse_floats(key: str, text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError as exc:
+        raise ConfigError(f"{key}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}") from exc

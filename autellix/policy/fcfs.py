@@ -1,0 +1,18 @@
+"""FCFS: vLLM's default. One level, arrival order, no demotion, no starvation, no preemption."""
+
+from __future__ import annotations
+
+import math
+
+from autellix.policy.config import PolicyConfig
+from autellix.policy.levels import LevelPolicy
+
+
+class FCFS(LevelPolicy):
+    name = "fcfs"
+    program_aware = False
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        # FCFS ignores the level knobs: a single level that never demotes.
+        base = config or PolicyConfig()
+        super().__init__(base.replace(boundaries=(0, math.inf), quanta=None, starvation=False))

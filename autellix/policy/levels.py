@@ -1,0 +1,165 @@
+"""K-level queues with quanta, demotion and anti-starvation: the machinery PLAS, ATLAS and MLFQ share.
+
+Semantics (DESIGN.md §3):
+- A call enters the level chosen by `entry_service(call)`: the level whose [lo, hi) holds it.
+- Inside a level it may receive the level's quantum of service; past it, it moves down one level (the
+  excess carries over, so charging 10 tokens at once or 1 token ten times gives the same level).
+- Inside a level, calls are FCFS by arrival (`Call.seq`); a running call is never displaced by a waiting
+  call of the same level (preemption only across levels: it pays only for a clearly better call).
+- Anti-starvation: a waiting call at level > 0 moves to level 0 when
+      (program_wait + call_wait) / max(1, program_service + call_service) >= beta,
+  where the program terms are the snapshots taken at arrival (zero for program-agnostic policies) and
+  the call terms are the starvation counters, which promotion resets. `Call.wait` / `Call.service`
+  (used for the table update) are never reset.
+
+Cost: add/remove/demote are O(log n + memmove); `schedule` touches only the calls it admits plus the
+running set; starvation checks use a heap of promotion deadlines, so no per-step scan of waiting calls.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+from collections.abc import Iterator
+
+from autellix.programs import Call, CallState
+from autellix.policy.base import Policy
+from autellix.policy.config import PolicyConfig
+
+
+class LevelPolicy(Policy):
+    """Multi-level queues. Subclasses choose the entry service and whether programs are considered."""
+
+    program_aware = True
+    """Use program service/wait (PLAS, ATLAS) or only the call's own (MLFQ)."""
+    gang = False
+    """ATLAS: a program's active calls share one level (parallel calls are gang-scheduled)."""
+
+    def __init__(self, config: PolicyConfig | None = None) -> None:
+        super().__init__(config)
+        self.bounds = self.config.boundaries
+        self.quanta = self.config.level_quanta()
+        self.top = self.config.num_levels - 1
+        # queues[level] is a list of (seq, call) sorted by seq: FCFS by arrival inside a level.
+        self.queues: list[list[tuple[int, Call]]] = [[] for _ in range(self.config.num_levels)]
+        # Promotion deadlines: (step, seq, version, call); stale when call.version moved on.
+        self._deadlines: list[tuple[float, int, int, Call]] = []
+        self.promotions = 0
+
+    # -- levels ------------------------------------------------------------------------------------
+
+    def level_of(self, service: float) -> int:
+        """The level whose [lo, hi) contains `service`."""
+        return bisect.bisect_right(self.bounds, service, 0, self.top + 1) - 1
+
+    def entry_service(self, call: Call) -> float:
+        return call.start_service if self.program_aware else 0.0
+
+    def entry(self, call: Call) -> None:
+        level = self.level_of(self.entry_service(call))
+        if self.gang:
+            level = max([level] + [c.level for c in call.program.calls.values() if c is not call])
+        call.level = level
+        call.level_service = 0.0
+
+    def priority(self, call: Call) -> int:
+        return call.level
+
+    def rank(self, call: Call) -> tuple:
+        return (call.level, 0 if call.state is CallState.RUNNING else 1, call.seq)
+
+    def outranks(self, waiter: Call, victim: Call) -> bool:
+        return waiter.level < victim.level
+
+    def waiting_order(self) -> Iterator[Call]:
+        for queue in self.queues:
+            if queue:
+                # Iterate a snapshot: schedule() is lazy, and the engine may apply decisions while
+                # it consumes them.
+                for _, call in list(queue):
+                    yield call
+
+    def waiting_at(self, level: int) -> list[Call]:
+        return [call for _, call in self.queues[level]]
+
+    # -- queue membership --------------------------------------------------------------------------
+
+    def _enqueue(self, call: Call) -> None:
+        bisect.insort(self.queues[call.level], (call.seq, call))
+        self._push_deadline(call)
+
+    def _dequeue(self, call: Call) -> None:
+        queue = self.queues[call.level]
+        i = bisect.bisect_left(queue, (call.seq,))
+        if i == len(queue) or queue[i][1] is not call:
+            raise RuntimeError(f"{call!r} is not in level {call.level}")
+        del queue[i]
+
+    def _move(self, call: Call, level: int) -> None:
+        """Change a call's level, keeping queue membership consistent."""
+        if call.level == level:
+            return
+        waiting = call.waiting_since >= 0
+        if waiting:
+            self._dequeue(call)
+        call.level = level
+        call.level_service = 0.0
+        if waiting:
+            call.version += 1
+            self._enqueue(call)
+
+    # -- service and demotion ----------------------------------------------------------------------
+
+    def charge(self, call: Call, decode_tokens: int = 0, prefill_tokens: int = 0) -> float:
+        amount = super().charge(call, decode_tokens, prefill_tokens)
+        call.level_service += amount
+        level = call.level
+        while level < self.top and call.level_service >= self.quanta[level]:
+            call.level_service -= self.quanta[level]
+            level += 1
+        if level != call.level:
+            carry = call.level_service
+            self._move(call, level)
+            call.level_service = carry
+            if self.gang:
+                self._gang_demote(call)
+        return amount
+
+    def _gang_demote(self, call: Call) -> None:
+        for sibling in call.program.calls.values():
+            if sibling is not call and sibling.level < call.level:
+                self._move(sibling, call.level)
+
+    # -- anti-starvation ---------------------------------------------------------------------------
+
+    def _push_deadline(self, call: Call) -> None:
+        if not self.config.starvation or call.level == 0:
+            return
+        pw, ps = (call.start_wait, call.start_service) if self.program_aware else (0.0, 0.0)
+        need = self.config.beta * max(1.0, ps + call.starve_service) - pw - call.starve_wait
+        heapq.heappush(self._deadlines, (call.waiting_since + need, call.seq, call.version, call))
+
+    def next_event_step(self) -> int | None:
+        heap = self._deadlines
+        while heap and heap[0][2] != heap[0][3].version:
+            heapq.heappop(heap)
+        return max(self.step, math.ceil(heap[0][0])) if heap else None
+
+    def tick(self, steps: int = 1) -> None:
+        super().tick(steps)
+        heap = self._deadlines
+        while heap and heap[0][0] <= self.step:
+            _, _, version, call = heapq.heappop(heap)
+            if version == call.version and call.waiting_since >= 0 and call.level > 0:
+                self._promote(call)
+
+    def _promote(self, call: Call) -> None:
+        """Move a starving waiting call to level 0 and reset only its starvation counters."""
+        waited = self.step - call.waiting_since
+        call.wait += waited
+        call.waiting_since = self.step
+        call.starve_wait = 0.0
+        call.starve_service = 0.0
+        self._move(call, 0)
+        self.promotions += 1

@@ -1,0 +1,34 @@
+"""PLAS and ATLAS: program-level attained service (Autellix, DESIGN.md §3.1-3.2).
+
+Both enter a call at the level of its program's attained service (`Call.start_service`), not at level 0
+as MLFQ does, and both update the table with the same max rule on completion (see programs.py). ATLAS
+also gang-schedules: a program's active calls share one level, the worst any of them has reached, so the
+parallel branches of one program advance together and the program's critical path sets its priority.
+"""
+
+from __future__ import annotations
+
+from autellix.policy.levels import LevelPolicy
+
+
+class PLAS(LevelPolicy):
+    """Program-Level Attained Service, for single-threaded programs."""
+
+    name = "plas"
+
+
+class ATLAS(LevelPolicy):
+    """Adaptive Thread-Level Attained Service, for multi-threaded programs."""
+
+    name = "atlas"
+    gang = True
+
+
+class Autellix(ATLAS):
+    """PLAS for single-threaded programs, ATLAS for multi-threaded ones.
+
+    The two differ only in gang leveling, which is a no-op for a program with one active call, so
+    applying ATLAS everywhere is exactly "PLAS where sequential, ATLAS where parallel".
+    """
+
+    name = "autellix"

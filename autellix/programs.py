@@ -1,0 +1,203 @@
+"""Programs, calls and the process table (DESIGN.md §2).
+
+A *program* is one run of an agent; its *calls* are LLM requests, grouped into *threads* (parallel calls
+live on different threads). The process table maps program id -> Program and carries what program-level
+scheduling needs: attained service, waiting time, engine pin and the active calls.
+
+Invariants:
+- `Program.service` and `Program.wait` never decrease: they only change through `finish_call`, which
+  applies the PLAS/ATLAS max rule  service = max(service, call.start_service + call.service).
+  For a sequential program this is the running sum; for parallel threads it is the longest critical path.
+- `Call.service` and `Call.wait` never reset (the starvation counters that do reset are separate).
+- A program with no active call and no activity for `ttl` seconds is dropped by `expire`, so clients that
+  never end their session leak nothing.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+import uuid
+from dataclasses import dataclass, field
+from numbers import Real
+
+
+class UnknownProgram(KeyError):
+    """No program with this id is in the process table."""
+
+    def __str__(self) -> str:
+        return f"unknown program id {self.args[0]!r}"
+
+
+class CallState(enum.IntEnum):
+    WAITING = 0
+    RUNNING = 1
+    FINISHED = 2
+
+
+@dataclass(slots=True, eq=False)
+class Program:
+    """One agent run. `calls` holds only active (not yet finished) calls, keyed by call id."""
+
+    program_id: str
+    created: float
+    service: float = 0.0
+    wait: float = 0.0
+    engine: int | None = None
+    calls: dict[str, Call] = field(default_factory=dict)
+    threads: set[str] = field(default_factory=set)
+    last_arrival: float = -math.inf
+    last_completion: float = -math.inf
+    completed_calls: int = 0
+    ephemeral: bool = False
+    """An anonymous one-call program: dropped as soon as its call finishes."""
+
+    @property
+    def is_parallel(self) -> bool:
+        """True once the program has used more than one thread (ATLAS applies)."""
+        return len(self.threads) > 1
+
+    def last_activity(self) -> float:
+        return max(self.created, self.last_arrival, self.last_completion)
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One LLM request of a program's thread.
+
+    `start_service` / `start_wait` are the program's service and wait when the call arrived. The policy
+    owns `level`, `level_service` (service inside the current level, for quanta), the starvation
+    counters `starve_wait` / `starve_service` (reset on promotion) and `waiting_since` (engine step at
+    which the current wait began, or -1 while running).
+    """
+
+    call_id: str
+    program: Program
+    thread: str
+    prompt_tokens: int
+    arrival: float
+    seq: int
+    start_service: float
+    start_wait: float
+    service: float = 0.0
+    wait: float = 0.0
+    state: CallState = CallState.WAITING
+    level: int = 0
+    level_service: float = 0.0
+    starve_wait: float = 0.0
+    starve_service: float = 0.0
+    waiting_since: int = -1
+    preemptions: int = 0
+    remaining: float = math.inf
+    """Remaining service of the whole program, if an oracle knows it (SRPT only)."""
+    version: int = 0
+    """Bumped whenever a queued entry for this call becomes stale (lazy heap invalidation)."""
+
+    @property
+    def program_id(self) -> str:
+        return self.program.program_id
+
+    @property
+    def attained(self) -> float:
+        """Program service seen by this call: its start snapshot plus its own service."""
+        return self.start_service + self.service
+
+    def __repr__(self) -> str:
+        return (f"Call({self.program_id}/{self.call_id}, level={self.level}, "
+                f"service={self.service:g}, state={self.state.name})")
+
+
+class ProcessTable:
+    """program id -> Program, with call creation, completion (the max rule) and TTL expiry."""
+
+    def __init__(self, ttl: float = 600.0) -> None:
+        if not ttl > 0:
+            raise ValueError(f"ttl: must be > 0 seconds, got {ttl}")
+        self.ttl = ttl
+        self.programs: dict[str, Program] = {}
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.programs)
+
+    def __contains__(self, program_id: str) -> bool:
+        return program_id in self.programs
+
+    def start(self, program_id: str | None = None, now: float = 0.0) -> Program:
+        """Open a program (idempotent for an existing id); a new random id when none is given."""
+        if program_id is None:
+            program_id = uuid.uuid4().hex
+        _check_id("program_id", program_id)
+        program = self.programs.get(program_id)
+        if program is None:
+            program = self.programs[program_id] = Program(program_id, created=now)
+        return program
+
+    def get(self, program_id: str) -> Program:
+        try:
+            return self.programs[program_id]
+        except KeyError:
+            raise UnknownProgram(program_id) from None
+
+    def end(self, program_id: str) -> Program:
+        """Drop a program. Its active calls keep running; finishing them no longer touches the table."""
+        program = self.get(program_id)
+        del self.programs[program_id]
+        return program
+
+    def new_call(self, program_id: str | None, call_id: str | None = None, thread: str = "0",
+                 prompt_tokens: int = 0, now: float = 0.0, service: float | None = None,
+                 wait: float | None = None) -> Call:
+        """Register an arriving call. An unseen program id opens the program implicitly; None makes an
+        anonymous one-call program. `service` / `wait` are snapshots sent by a gateway that keeps the
+        global table; when given they raise this table's values (which never decrease)."""
+        if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens < 0:
+            raise ValueError(f"prompt_tokens: must be a non-negative int, got {prompt_tokens!r}")
+        program = self.start(program_id, now)
+        program.ephemeral = program_id is None
+        if service is not None:
+            program.service = max(program.service, _non_negative("service", service))
+        if wait is not None:
+            program.wait = max(program.wait, _non_negative("wait", wait))
+        call_id = uuid.uuid4().hex if call_id is None else call_id
+        _check_id("call_id", call_id)
+        if call_id in program.calls:
+            raise ValueError(f"call_id: {call_id!r} is already active in program {program.program_id!r}")
+        call = Call(call_id, program, str(thread), prompt_tokens, now, next(self._seq),
+                    start_service=program.service, start_wait=program.wait)
+        program.calls[call_id] = call
+        program.threads.add(call.thread)
+        program.last_arrival = now
+        return call
+
+    def finish_call(self, call: Call, now: float = 0.0) -> None:
+        """Complete a call: the PLAS/ATLAS max rule on service and wait, then forget the call."""
+        program = call.program
+        call.state = CallState.FINISHED
+        program.service = max(program.service, call.start_service + call.service)
+        program.wait = max(program.wait, call.start_wait + call.wait)
+        program.calls.pop(call.call_id, None)
+        program.completed_calls += 1
+        program.last_completion = now
+        if program.ephemeral and not program.calls:
+            self.programs.pop(program.program_id, None)
+
+    def expire(self, now: float) -> list[str]:
+        """Drop programs idle (no active call, no activity) for at least `ttl`; return their ids."""
+        cutoff = now - self.ttl
+        dead = [pid for pid, p in self.programs.items() if not p.calls and p.last_activity() <= cutoff]
+        for pid in dead:
+            del self.programs[pid]
+        return dead
+
+
+def _check_id(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > 256:
+        raise ValueError(f"{name}: must be a non-empty string of at most 256 characters, got {value!r:.80}")
+
+
+def _non_negative(name: str, value: object) -> float:
+    if not isinstance(value, Real) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r:.80}")
+    return float(value)

@@ -1,0 +1,1 @@
+"""Simulator: the policy core driving modelled engines."""
