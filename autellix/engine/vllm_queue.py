@@ -1,0 +1,119 @@
+"""LevelQueue: vLLM's waiting queue, ordered by (priority, arrival), with cheap re-prioritisation.
+
+vLLM's PriorityRequestQueue is a heap of `Request`s compared by `Request.__lt__` (Python), and offers no
+way to change a queued request's priority short of an O(n) remove + heapify. Autellix changes
+priorities every few steps (promotion, ATLAS gang demotion), so this queue keeps heap entries
+`[priority, arrival_time, order, uid, request]` (compared in C; `uid` is unique, so requests themselves
+are never compared; `order` keeps a request's FCFS place when its priority changes) and changes a priority by invalidating the old entry and pushing a new one: O(log n).
+
+Same order as vLLM's priority policy: lower priority first, then earlier arrival. Implements vLLM
+0.32's `RequestQueue` interface, which is all the scheduler uses of `self.waiting`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+
+from vllm.v1.core.sched.request_queue import RequestQueue
+from vllm.v1.request import Request
+
+_REQUEST = 4  # index of the request in an entry; None marks a stale entry
+
+
+class LevelQueue(RequestQueue):
+    """Invariant: `_live` maps each queued request to its one valid heap entry; the heap may also hold
+    stale entries (request slot None), dropped lazily at the top and compacted when they dominate."""
+
+    def __init__(self) -> None:
+        self._heap: list[list] = []
+        self._live: dict[Request, list] = {}
+        self._seq = itertools.count()
+
+    # -- RequestQueue -----------------------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        if request in self._live:  # never expected; keep one entry rather than a duplicate
+            self.reprioritize(request, request.priority)
+            return
+        n = next(self._seq)
+        entry = [request.priority, request.arrival_time, n, n, request]
+        self._live[request] = entry
+        heapq.heappush(self._heap, entry)
+
+    def pop_request(self) -> Request:
+        self._drop_stale_top()
+        if not self._heap:
+            raise IndexError("pop from an empty queue")
+        request = heapq.heappop(self._heap)[_REQUEST]
+        del self._live[request]
+        return request
+
+    def peek_request(self) -> Request:
+        self._drop_stale_top()
+        if not self._heap:
+            raise IndexError("peek from an empty queue")
+        return self._heap[0][_REQUEST]
+
+    def prepend_request(self, request: Request) -> None:
+        """No front in a priority queue: ordered by (priority, arrival) like any other."""
+        self.add_request(request)
+
+    def prepend_requests(self, requests: Iterable[Request]) -> None:
+        for request in requests:
+            self.add_request(request)
+
+    def remove_request(self, request: Request) -> None:
+        entry = self._live.pop(request, None)
+        if entry is None:
+            raise ValueError(f"request {request.request_id} is not queued")
+        entry[_REQUEST] = None
+        self._maybe_compact()
+
+    def remove_requests(self, requests: Iterable[Request]) -> None:
+        """Remove those of `requests` that are queued (vLLM passes requests of either queue)."""
+        for request in requests:
+            entry = self._live.pop(request, None)
+            if entry is not None:
+                entry[_REQUEST] = None
+        self._maybe_compact()
+
+    def __bool__(self) -> bool:
+        return bool(self._live)
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __iter__(self) -> Iterator[Request]:
+        for entry in sorted(self._live.values()):
+            yield entry[_REQUEST]
+
+    def __contains__(self, request: object) -> bool:
+        return request in self._live
+
+    # -- Autellix ---------------------------------------------------------------------------------
+
+    def reprioritize(self, request: Request, priority: int) -> bool:
+        """Set a queued request's priority and its place; False (nothing done) if it is not queued."""
+        entry = self._live.get(request)
+        if entry is None:
+            return False
+        request.priority = priority
+        if entry[0] != priority:
+            entry[_REQUEST] = None
+            fresh = [priority, entry[1], entry[2], next(self._seq), request]  # same FCFS place
+            self._live[request] = fresh
+            heapq.heappush(self._heap, fresh)
+            self._maybe_compact()
+        return True
+
+    def _drop_stale_top(self) -> None:
+        heap = self._heap
+        while heap and heap[0][_REQUEST] is None:
+            heapq.heappop(heap)
+
+    def _maybe_compact(self) -> None:
+        if len(self._heap) > 2 * len(self._live) + 64:
+            self._heap = [e for e in self._heap if e[_REQUEST] is not None]
+            heapq.heapify(self._heap)

