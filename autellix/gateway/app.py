@@ -1,0 +1,154 @@
+"""The gateway's ASGI app: routes only; the work lives in proxy, sessions, engines and metrics.
+
+Routes:
+  POST   /v1/chat/completions, /v1/completions   proxied with program context (autellix.gateway.proxy)
+  GET    /v1/models                              from a healthy engine
+  POST   /v1/programs                            open a program (session); returns its id
+  GET    /v1/programs/{id}                       its process-table entry
+  DELETE /v1/programs/{id}                       end it
+  GET    /health                                 200 while at least one engine is healthy, else 503
+  GET    /metrics                                Prometheus text
+  *      anything else                           passed through untouched to a healthy engine
+/health and /metrics need no API key; every other route does when keys are configured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from autellix.balance import Locality, make_balancer
+from autellix.gateway.auth import KeyChecker
+from autellix.gateway.config import GatewayConfig
+from autellix.gateway.engines import EnginePool
+from autellix.gateway.errors import GatewayError
+from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from autellix.gateway.proxy import Proxy, parse_json_object
+from autellix.gateway.sessions import ProgramIdTaken, Sessions
+from autellix.programs import Program, UnknownProgram
+
+log = logging.getLogger("autellix.gateway")
+Handler = Callable[[Request], Awaitable[ASGIApp]]
+
+
+class Gateway:
+    """Shared state of one gateway process and its route handlers."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.keys = KeyChecker(config.api_keys)
+        balancer = (Locality(config.long_prompt) if config.balancer == "locality"
+                    else make_balancer(config.balancer))
+        self.pool = EnginePool(config.engines, balancer, config.health_interval,
+                               config.health_timeout, config.metrics_interval)
+        self.sessions = Sessions(config.policy)
+        self.metrics = GatewayMetrics(self.pool, self.sessions)
+        self.sessions.on_end = self.metrics.program_ended
+        self.proxy = Proxy(self.pool, self.sessions, self.metrics, config.chars_per_token)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        cfg = self.config
+        await self.pool.open(cfg.connect_timeout, cfg.read_timeout, cfg.max_connections,
+                             cfg.upstream_keepalive)
+        up = await self.pool.probe_all()
+        log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
+        tasks = [asyncio.create_task(self.pool.run_health_loop()),
+                 asyncio.create_task(self.sessions.run_expiry_loop())]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.pool.close()
+
+    # -- routes ------------------------------------------------------------------------------------
+
+    async def chat(self, request: Request) -> ASGIApp:
+        return await self.proxy.call(request, self.keys.owner(request.headers), "/v1/chat/completions")
+
+    async def completions(self, request: Request) -> ASGIApp:
+        return await self.proxy.call(request, self.keys.owner(request.headers), "/v1/completions")
+
+    async def passthrough(self, request: Request) -> ASGIApp:
+        self.keys.owner(request.headers)
+        return await self.proxy.passthrough(request)
+
+    async def create_program(self, request: Request) -> Response:
+        owner = self.keys.owner(request.headers)
+        raw = await request.body()
+        body = parse_json_object(raw) if raw.strip() else {}
+        program_id = body.get("program_id", body.get("id"))
+        if program_id is not None and (not isinstance(program_id, str) or not 0 < len(program_id) <= 256):
+            raise GatewayError(400, "program_id: must be a non-empty string of at most 256 characters")
+        try:
+            program = self.sessions.create(owner, program_id)
+        except ProgramIdTaken as exc:
+            raise GatewayError(409, str(exc)) from None
+        return JSONResponse(self._describe(program), status_code=201)
+
+    async def get_program(self, request: Request) -> Response:
+        owner = self.keys.owner(request.headers)
+        return JSONResponse(self._describe(self.sessions.lookup(request.path_params["id"], owner)))
+
+    async def end_program(self, request: Request) -> Response:
+        owner = self.keys.owner(request.headers)
+        program = self.sessions.end(request.path_params["id"], owner)
+        return JSONResponse({**self._describe(program), "deleted": True})
+
+    async def health(self, request: Request) -> Response:
+        up = self.pool.healthy_count
+        engines = [{"name": e.name, "url": e.url, "healthy": e.load.healthy, "active": e.load.active,
+                    "error": e.last_error} for e in self.pool.engines]
+        return JSONResponse({"status": "ok" if up else "unavailable", "healthy": up,
+                             "engines": engines}, status_code=200 if up else 503)
+
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.render(), media_type=CONTENT_TYPE)
+
+    def _describe(self, program: Program) -> dict[str, object]:
+        return self.sessions.describe(program, [e.name for e in self.pool.engines])
+
+
+def _guard(handler: Handler) -> Handler:
+    """Map domain errors to HTTP answers (GatewayError as is; unknown program -> 404)."""
+
+    async def wrapped(request: Request) -> ASGIApp:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return exc.response()
+        except UnknownProgram as exc:
+            return GatewayError(404, str(exc)).response()
+        except ValueError as exc:  # invalid ids and values rejected by the process table
+            return GatewayError(400, str(exc)).response()
+
+    return wrapped
+
+
+def create_app(config: GatewayConfig) -> Starlette:
+    """Build the gateway app; `app.state.gateway` holds its state (pool, sessions, metrics)."""
+    gw = Gateway(config)
+    routes = [
+        Route("/v1/chat/completions", _guard(gw.chat), methods=["POST"]),
+        Route("/v1/completions", _guard(gw.completions), methods=["POST"]),
+        Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
+        Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),
+        Route("/v1/programs/{id:path}", _guard(gw.end_program), methods=["DELETE"]),
+        Route("/health", gw.health, methods=["GET"]),
+        Route("/metrics", gw.metrics_text, methods=["GET"]),
+        Route("/{path:path}", _guard(gw.passthrough),
+              methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+    ]
+    app = Starlette(routes=routes, lifespan=gw.lifespan)
+    app.state.gateway = gw
+    return app

@@ -1,0 +1,70 @@
+"""GatewayConfig: every gateway knob in one frozen object, validated once at construction.
+
+Units follow the policy core (autellix.policy.config): service in decode-token equivalents, wait in
+engine steps. Times are seconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from autellix.balance import BALANCERS
+from autellix.policy.config import PolicyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Settings of one gateway process.
+
+    Invariants: at least one engine URL, each `http(s)://host:port` without a trailing slash; a known
+    balancer; positive intervals and timeouts.
+    """
+
+    engines: tuple[str, ...]
+    """Base URLs of the vLLM engines, e.g. http://127.0.0.1:8001 (index = position)."""
+    balancer: str = "locality"
+    long_prompt: int = 2048
+    """Locality balancer: calls with more (estimated) prompt tokens go to the program's pinned engine."""
+    api_keys: frozenset[str] = frozenset()
+    """Accepted `Authorization: Bearer` keys; empty means no authentication."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """Supplies prefill_weight (service), table_ttl (program expiry) and the level boundaries (metrics)."""
+    chars_per_token: float = 4.0
+    """Prompt-size estimate for the balancer before the engine reports usage (BPE: ~4 chars/token)."""
+    health_interval: float = 1.0
+    health_timeout: float = 2.0
+    metrics_interval: float = 5.0
+    """How often each engine's /metrics is scraped for its preemption counter (0 disables)."""
+    connect_timeout: float = 5.0
+    read_timeout: float | None = None
+    """Seconds without a byte from the engine before a call fails; None waits as long as the call runs."""
+    max_connections: int = 2048
+    upstream_keepalive: float = 3.0
+    """Seconds an idle engine connection may be reused. Below vLLM's own idle limit (5 s,
+    VLLM_HTTP_TIMEOUT_KEEP_ALIVE) so the gateway never sends on a connection the engine is closing:
+    such a send would fail like a crash (502) although the engine never saw the call."""
+
+    def __post_init__(self) -> None:
+        urls = tuple(u.rstrip("/") for u in self.engines)
+        object.__setattr__(self, "engines", urls)
+        if not urls:
+            raise ValueError("engines: need at least one engine URL")
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"engines: {url!r} must start with http:// or https://")
+        if self.balancer not in BALANCERS:
+            raise ValueError(f"balancer: unknown {self.balancer!r}; choose one of {sorted(BALANCERS)}")
+        if self.long_prompt < 0:
+            raise ValueError(f"long_prompt: must be >= 0, got {self.long_prompt}")
+        for name in ("chars_per_token", "health_interval", "health_timeout", "connect_timeout",
+                     "upstream_keepalive"):
+            value = getattr(self, name)
+            if not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name}: must be a positive number, got {value}")
+        if self.metrics_interval < 0:
+            raise ValueError(f"metrics_interval: must be >= 0, got {self.metrics_interval}")
+        if self.read_timeout is not None and not self.read_timeout > 0:
+            raise ValueError(f"read_timeout: must be > 0 or None, got {self.read_timeout}")
+        if any(not k for k in self.api_keys):
+            raise ValueError("api_keys: keys must be non-empty strings")

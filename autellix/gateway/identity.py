@@ -1,0 +1,54 @@
+"""Which program and thread a call belongs to. First match wins (documented in docs/gateway.md):
+
+1. `X-Program-ID` header (thread: `X-Thread-ID` header);
+2. body fields `program_id` / `thread_id`;
+3. `X-Session-ID` header (a session is a program; for clients that already send one);
+4. none of these: an anonymous one-call program, dropped from the table when the call finishes.
+
+The thread follows the same order on its own (`X-Thread-ID`, then body `thread_id`, else "0").
+Invariant: `program_id` / `thread_id` body fields are always removed before the body reaches an engine,
+whichever source won, because vLLM does not know them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from autellix.gateway.errors import GatewayError
+
+DEFAULT_THREAD = "0"
+MAX_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    program_id: str | None
+    """None: anonymous one-call program."""
+    thread_id: str
+    source: str
+    """Where the program id came from: header, body, session or anonymous."""
+
+
+def _valid(name: str, value: object) -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise GatewayError(400, f"{name}: must be a non-empty string of at most {MAX_ID} characters")
+    return value
+
+
+def resolve_identity(headers: Mapping[str, str], body: dict[str, Any]) -> Identity:
+    """Apply the precedence rules; pops `program_id` / `thread_id` from `body` (mutates it)."""
+    body_program = body.pop("program_id", None)
+    body_thread = body.pop("thread_id", None)
+    thread: object = headers.get("x-thread-id") or body_thread
+    thread_id = DEFAULT_THREAD if thread is None else _valid("thread_id", thread)
+    header_program = headers.get("x-program-id")
+    if header_program:
+        return Identity(_valid("X-Program-ID", header_program), thread_id, "header")
+    if body_program is not None:
+        return Identity(_valid("program_id", body_program), thread_id, "body")
+    session = headers.get("x-session-id")
+    if session:
+        return Identity(_valid("X-Session-ID", session), thread_id, "session")
+    return Identity(None, thread_id, "anonymous")

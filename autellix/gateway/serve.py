@@ -1,0 +1,201 @@
+"""`autellix serve [MODEL] --engines N --policy P --balancer B --port PORT [--engine-url URL ...]`
+
+Starts N local vLLM engines with the Autellix scheduler (each on its own port, process group and GPU
+slice), waits until all answer /health while showing progress, then serves the gateway on PORT until
+Ctrl-C or SIGTERM, and then stops every engine (whole process groups). `--engine-url` attaches engines
+that run elsewhere (the multi-machine path); with it, no local engine starts unless --engines is given.
+Arguments after `--` go to every local vLLM engine unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from autellix.gateway.config import GatewayConfig
+from autellix.policy.config import PolicyConfig
+
+if TYPE_CHECKING:
+    from autellix.gateway.supervisor import Supervisor
+
+log = logging.getLogger("autellix.serve")
+
+KEEP_ALIVE_S = 75
+"""Seconds uvicorn keeps an idle client connection. Longer than clients' own idle limits (httpx 5 s,
+aiohttp 15 s), so the client always closes first: a client never sends a request on a connection the
+gateway is closing at that instant (which would fail with a reset although the gateway did nothing)."""
+
+
+def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
+    from autellix.balance import BALANCERS
+    from autellix.engine.launch import ENGINE_POLICIES
+
+    p = subparsers.add_parser(
+        "serve", help="serve an OpenAI-compatible gateway over N vLLM engines with Autellix scheduling",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", nargs="?", help="model folder or name (default: the prepared SmolLM2 model)")
+    p.add_argument("--engines", type=int, default=None,
+                   help="local engines to start (default 1, or 0 when --engine-url is given)")
+    p.add_argument("--engine-url", action="append", default=[], metavar="URL",
+                   help="attach an engine already running at URL (repeatable)")
+    p.add_argument("--policy", default="autellix", choices=ENGINE_POLICIES, help="engine scheduling policy")
+    p.add_argument("--balancer", default="locality", choices=sorted(BALANCERS))
+    p.add_argument("--host", default="127.0.0.1", help="gateway address (0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=8000, help="gateway port")
+    p.add_argument("--engine-port", type=int, default=None,
+                   help="first local engine port (default PORT+1; engine i uses it + i)")
+    p.add_argument("--max-num-seqs", type=int, default=None, help="vLLM batch size limit per engine")
+    p.add_argument("--eager", action="store_true", help="engines skip torch.compile / CUDA graphs")
+    p.add_argument("--api-key", action="append", default=[], metavar="KEY",
+                   help="accepted API key (repeatable; also AUTELLIX_API_KEYS=k1,k2)")
+    p.add_argument("--long-prompt", type=int, default=2048,
+                   help="locality balancer: prompts above this many tokens go to the program's engine")
+    p.add_argument("--program-ttl", type=float, default=None,
+                   help="seconds an idle program stays in the table (default AUTELLIX_TABLE_TTL or 600)")
+    p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
+    p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
+    p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
+    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_serve)
+
+
+class _Terminated(BaseException):
+    """SIGTERM: a requested, clean shutdown."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated()  # unwinds through `finally`, which stops the engines
+
+
+def gateway_config(args: argparse.Namespace, urls: list[str]) -> GatewayConfig:
+    keys = set(args.api_key) | {k for k in os.environ.get("AUTELLIX_API_KEYS", "").split(",") if k}
+    policy = PolicyConfig.from_env()  # the same AUTELLIX_* knobs the engines read
+    if args.program_ttl is not None:
+        policy = policy.replace(table_ttl=args.program_ttl)
+    return GatewayConfig(engines=tuple(urls), balancer=args.balancer, long_prompt=args.long_prompt,
+                         api_keys=frozenset(keys), policy=policy)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    n = args.engines if args.engines is not None else (0 if args.engine_url else 1)
+    if n < 0 or (n == 0 and not args.engine_url):
+        raise ValueError("--engines: need at least one engine (local or --engine-url)")
+    extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else list(args.vllm_args)
+    base_port = args.engine_port or args.port + 1
+    local_urls = [f"http://127.0.0.1:{base_port + i}" for i in range(n)]
+    config = gateway_config(args, local_urls + args.engine_url)  # validate before starting anything
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    # Ctrl-C must stop the engines even when started from a script's background job (which inherits
+    # SIGINT as ignored): always raise KeyboardInterrupt, so that `finally` runs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    supervisor = None
+    try:
+        if n:
+            # Assigned before anything starts, so that `finally` stops whatever did start.
+            supervisor = _make_supervisor(args, n, base_port, extra)
+            supervisor.start_all()
+            _wait_local(supervisor, args.startup_timeout)
+        _wait_attached(args.engine_url)
+        if supervisor is not None:
+            supervisor.start_monitor()
+        return _run_gateway(config, args.host, args.port)
+    except KeyboardInterrupt:
+        return 130
+    except _Terminated:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"autellix serve: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if supervisor is not None:
+            print("stopping engines ...", file=sys.stderr, flush=True)
+            supervisor.stop_all()
+            print("all engines stopped", file=sys.stderr, flush=True)
+
+
+def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: list[str]) -> Supervisor:
+    from autellix.gateway.supervisor import Supervisor
+    from autellix.model import cache_root, resolve_model
+
+    model = resolve_model(args.model)
+    log_dir = args.log_dir or cache_root() / "logs" / f"serve-{args.port}"
+    kwargs = {"max_num_seqs": args.max_num_seqs, "eager": args.eager, "extra": extra}
+    print(f"starting {n} engine(s): {model} policy={args.policy}", file=sys.stderr, flush=True)
+    return Supervisor(model, args.policy, [base_port + i for i in range(n)], log_dir, kwargs,
+                      restart=not args.no_restart, report=lambda m: print(m, file=sys.stderr, flush=True))
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _wait_local(supervisor: Supervisor, timeout: float) -> None:
+    """Block until every local engine is healthy, printing progress; fail fast if one exits."""
+    t0, last, tty = time.monotonic(), "", sys.stderr.isatty()
+    while True:
+        for engine in supervisor.engines:
+            engine.ready = engine.ready or _healthy(engine.url)
+        dead = supervisor.exited()
+        if dead:
+            e = dead[0]
+            tail = e.log.read_text(errors="replace").splitlines()[-15:] if e.log.exists() else []
+            raise RuntimeError(f"engine-{e.index} exited with code {e.process.returncode} while starting; "
+                               f"last lines of {e.log}:\n" + "\n".join(tail))
+        elapsed = time.monotonic() - t0
+        status = "  ".join(f"engine-{e.index}:{'ready' if e.ready else 'starting'}" for e in supervisor.engines)
+        line = f"[{elapsed:5.0f}s] {sum(e.ready for e in supervisor.engines)}/{len(supervisor.engines)} ready  {status}"
+        if tty:
+            print("\r" + line, end="", file=sys.stderr, flush=True)
+        elif status != last or int(elapsed) % 30 == 0:
+            print(line, file=sys.stderr, flush=True)
+        last = status
+        if all(e.ready for e in supervisor.engines):
+            if tty:
+                print(file=sys.stderr)
+            return
+        if elapsed > timeout:
+            raise TimeoutError(f"engines not ready after {timeout:.0f}s (logs: {supervisor.engines[0].log.parent})")
+        time.sleep(1.0)
+
+
+def _wait_attached(urls: list[str], timeout: float = 10.0) -> None:
+    """Attached engines are not ours to wait for long: warn about those down; the gateway's health
+    checks add them as soon as they answer."""
+    deadline = time.monotonic() + timeout
+    down = list(urls)
+    while down and time.monotonic() < deadline:
+        down = [u for u in down if not _healthy(u)]
+        if down:
+            time.sleep(0.5)
+    for url in down:
+        print(f"warning: attached engine {url} is not healthy yet; it joins when it is", file=sys.stderr)
+
+
+def _run_gateway(config: GatewayConfig, host: str, port: int) -> int:
+    import uvicorn
+
+    from autellix.gateway.app import create_app
+
+    app = create_app(config)
+    names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines))
+    print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer})",
+          file=sys.stderr, flush=True)
+    # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal, which lands in
+    # our handlers (KeyboardInterrupt / _terminate): the caller's `finally` then stops the engines.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
+                timeout_keep_alive=KEEP_ALIVE_S, timeout_graceful_shutdown=5)
+    return 0

@@ -1,0 +1,150 @@
+"""Sessions: the gateway's global process table plus ownership, call accounting and TTL expiry.
+
+Invariants:
+- Every program in the table has an entry in `owners` and vice versa (both change together).
+- A program is visible only to its owner (autellix.gateway.auth): `lookup` answers UnknownProgram for
+  another owner's program exactly as for a missing one.
+- Every call opened by `begin_call` is closed by exactly one `finish_call` (the proxy guarantees it with
+  `finally`), so `Program.calls` cannot leak and TTL expiry (which skips programs with active calls)
+  eventually drops every idle program.
+- Service and wait reach the table only through ProcessTable.finish_call (the PLAS/ATLAS max rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import time
+from collections.abc import Callable
+from typing import Any
+
+from autellix.gateway.auth import Owner
+from autellix.gateway.identity import Identity
+from autellix.gateway.usage import Usage
+from autellix.policy.config import PolicyConfig
+from autellix.programs import Call, ProcessTable, Program, UnknownProgram
+
+ProgramEnded = Callable[[Program, str], None]
+"""Hook called with (program, how) when a program leaves the table: "ended", "expired", "anonymous"."""
+
+
+class ProgramIdTaken(ValueError):
+    """POST /v1/programs with an id that another owner already uses."""
+
+
+class Sessions:
+    def __init__(self, policy: PolicyConfig, on_end: ProgramEnded | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy
+        self.table = ProcessTable(ttl=policy.table_ttl)
+        self.owners: dict[str, Owner] = {}
+        self.on_end = on_end
+        self.clock = clock
+        self._bounds = policy.boundaries
+        # Monotonic -> wall clock, for timestamps shown to clients.
+        self._wall_offset = time.time() - clock()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    # -- programs ----------------------------------------------------------------------------------
+
+    def create(self, owner: Owner, program_id: str | None = None) -> Program:
+        """Open a program (a random id when none given). Re-opening your own id is idempotent."""
+        if program_id is not None and program_id in self.table and self.owners.get(program_id) != owner:
+            raise ProgramIdTaken(f"program id {program_id!r} is already in use")
+        program = self.table.start(program_id, self.clock())
+        self.owners.setdefault(program.program_id, owner)
+        return program
+
+    def lookup(self, program_id: str, owner: Owner) -> Program:
+        program = self.table.get(program_id)
+        if self.owners.get(program_id) != owner:
+            raise UnknownProgram(program_id)
+        return program
+
+    def end(self, program_id: str, owner: Owner) -> Program:
+        program = self.lookup(program_id, owner)
+        self.table.end(program_id)
+        del self.owners[program_id]
+        self._ended(program, "ended")
+        return program
+
+    def expire(self) -> list[str]:
+        """Drop programs idle for the TTL (ProcessTable.expire skips those with active calls)."""
+        now = self.clock()
+        cutoff = now - self.table.ttl
+        # Same predicate as ProcessTable.expire, evaluated first to keep the Program objects for hooks.
+        idle = [p for p in self.table.programs.values() if not p.calls and p.last_activity() <= cutoff]
+        ids = self.table.expire(now)
+        gone = set(ids)
+        for program in idle:
+            if program.program_id in gone:
+                self.owners.pop(program.program_id, None)
+                self._ended(program, "expired")
+        return ids
+
+    async def run_expiry_loop(self) -> None:
+        """Expire idle programs about ten times per TTL (at least every 30 s, at most every 0.1 s)."""
+        period = min(30.0, max(0.1, self.table.ttl / 10))
+        while True:
+            await asyncio.sleep(period)
+            self.expire()
+
+    def _ended(self, program: Program, how: str) -> None:
+        if self.on_end is not None:
+            self.on_end(program, how)
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    def begin_call(self, identity: Identity, owner: Owner, prompt_tokens: int) -> Call:
+        """Register an arriving call. An unseen program id opens that program for this owner."""
+        pid = identity.program_id
+        if pid is not None and pid in self.table and self.owners.get(pid) != owner:
+            raise UnknownProgram(pid)
+        call = self.table.new_call(pid, thread=identity.thread_id, prompt_tokens=prompt_tokens,
+                                   now=self.clock())
+        self.owners.setdefault(call.program.program_id, owner)
+        return call
+
+    def finish_call(self, call: Call, usage: Usage | None, wait_steps: float) -> None:
+        """Charge the call's service (from the engine's usage) and wait, then apply the max rule."""
+        if usage is not None:
+            call.service = usage.service(self.policy.prefill_weight)
+        call.wait = wait_steps
+        program = call.program
+        self.table.finish_call(call, self.clock())
+        if program.ephemeral and not program.calls:
+            self.owners.pop(program.program_id, None)
+            self._ended(program, "anonymous")
+
+    def level_of(self, service: float) -> int:
+        """Entry level of a call with this program service (boundaries of the policy config)."""
+        return bisect.bisect_right(self._bounds, service, 0, len(self._bounds) - 1) - 1
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def wall(self, t: float) -> float | None:
+        return None if t == float("-inf") else round(t + self._wall_offset, 3)
+
+    def describe(self, program: Program, engine_names: list[str]) -> dict[str, Any]:
+        """The program's process-table entry as JSON (GET /v1/programs/{id})."""
+        now = self.clock()
+        return {
+            "id": program.program_id,
+            "object": "program",
+            "created": self.wall(program.created),
+            "service": program.service,
+            "wait": program.wait,
+            "level": self.level_of(program.service),
+            "engine": None if program.engine is None else engine_names[program.engine],
+            "threads": sorted(program.threads),
+            "completed_calls": program.completed_calls,
+            "active_calls": [
+                {"id": c.call_id, "thread": c.thread, "start_service": c.start_service,
+                 "age": round(now - c.arrival, 3)} for c in program.calls.values()],
+            "last_arrival": self.wall(program.last_arrival),
+            "last_completion": self.wall(program.last_completion),
+            "expires_in": None if program.calls else
+            round(max(0.0, program.last_activity() + self.table.ttl - now), 3),
+        }

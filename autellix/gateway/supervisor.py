@@ -1,0 +1,165 @@
+"""Local engine processes for `autellix serve`: start, GPU assignment, readiness, restart, shutdown.
+
+Invariants:
+- Every engine runs in its own process group (autellix.engine.launch.start_engine), and `stop_all` ends
+  each whole group (API server, engine core, workers): no orphans after a clean shutdown.
+- Once `stop_all` has begun, nothing is (re)started: the monitor checks `stopping` under the same lock.
+- An engine that dies while serving is restarted on the same port and GPUs (with back-off) unless
+  restarts are off; the gateway's health checks route around it meanwhile and take it back when up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autellix.engine.launch import start_engine, stop_engine
+
+Report = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class LocalEngine:
+    index: int
+    port: int
+    gpus: str | None
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    next_restart: float = 0.0
+    ready: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def process(self) -> subprocess.Popen:
+        """The current engine process (only valid once started)."""
+        if self.proc is None:
+            raise RuntimeError(f"engine-{self.index} was never started")
+        return self.proc
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids engines may use: CUDA_VISIBLE_DEVICES if set, else those `nvidia-smi -L` lists."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g.strip() for g in env.split(",") if g.strip()]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def assign_gpus(gpus: Sequence[str], engines: int) -> list[str | None]:
+    """Split GPUs evenly (engine i gets a contiguous slice, for vLLM's own tensor parallelism);
+    with fewer GPUs than engines, engines share them round robin. No GPUs: None for each."""
+    if not gpus:
+        return [None] * engines
+    per = len(gpus) // engines
+    if per == 0:
+        return [gpus[i % len(gpus)] for i in range(engines)]
+    return [",".join(gpus[i * per:(i + 1) * per]) for i in range(engines)]
+
+
+class Supervisor:
+    def __init__(self, model: str, policy: str, ports: Sequence[int], log_dir: Path,
+                 engine_kwargs: dict, restart: bool = True, report: Report = print) -> None:
+        self.model, self.policy = model, policy
+        self.engine_kwargs = engine_kwargs
+        self.restart = restart
+        self.report = report
+        log_dir.mkdir(parents=True, exist_ok=True)
+        gpus = assign_gpus(visible_gpus(), len(ports))
+        self.engines = [LocalEngine(i, port, g, log_dir / f"engine-{i}.log")
+                        for i, (port, g) in enumerate(zip(ports, gpus, strict=True))]
+        self.stopping = False
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    def _start(self, engine: LocalEngine) -> None:
+        env = {} if engine.gpus is None else {"CUDA_VISIBLE_DEVICES": engine.gpus}
+        engine.proc = start_engine(self.model, self.policy, engine.port, log=engine.log, env=env,
+                                   **self.engine_kwargs)
+        engine.started, engine.ready = time.monotonic(), False
+
+    def start_all(self) -> None:
+        with self._lock:
+            for engine in self.engines:
+                self._start(engine)
+                gpu = f" gpus={engine.gpus}" if engine.gpus is not None else ""
+                self.report(f"engine-{engine.index}: pid {engine.process.pid} port {engine.port}{gpu} "
+                            f"log {engine.log}")
+
+    def exited(self) -> list[LocalEngine]:
+        return [e for e in self.engines if e.proc is not None and e.proc.poll() is not None]
+
+    def start_monitor(self, interval: float = 1.0) -> None:
+        """Watch engines in a daemon thread; restart dead ones (if enabled) with back-off."""
+        self._monitor = threading.Thread(target=self._watch, args=(interval,), daemon=True,
+                                         name="autellix-engine-monitor")
+        self._monitor.start()
+
+    def _watch(self, interval: float) -> None:
+        while not self.stopping:
+            time.sleep(interval)
+            with self._lock:
+                if self.stopping:
+                    return
+                now = time.monotonic()
+                for engine in self.exited():
+                    if engine.next_restart == 0.0:
+                        delay = min(60.0, 5.0 * 2 ** engine.restarts) if self.restart else None
+                        self.report(f"engine-{engine.index} (port {engine.port}) exited with code "
+                                    f"{engine.process.returncode}" + (f"; restarting in {delay:.0f}s"
+                                                                   if delay is not None else ""))
+                        engine.next_restart = now + delay if delay is not None else float("inf")
+                    elif now >= engine.next_restart:
+                        _kill_group(engine.process)  # leftovers of the dead engine (its engine core)
+                        engine.restarts += 1
+                        engine.next_restart = 0.0
+                        self._start(engine)
+                        self.report(f"engine-{engine.index}: restarted (pid {engine.process.pid}, "
+                                    f"restart {engine.restarts})")
+
+    def stop_all(self) -> None:
+        with self._lock:
+            self.stopping = True
+            procs = [e.proc for e in self.engines if e.proc is not None]
+        threads = [threading.Thread(target=stop_engine, args=(p,)) for p in procs]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for proc in procs:  # stop_engine skips a group whose leader already exited: end it too
+            _kill_group(proc)
+        deadline = time.monotonic() + 15
+        for proc in procs:  # return only once every member (engine core, workers) is gone
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,273 @@
+"""Gateway overhead and throughput against a fast local fake upstream (a benchmark, not a test).
+
+Three processes: a minimal asyncio HTTP/1.1 upstream posing as an engine (answers instantly with a
+fixed chat completion + usage), one gateway process (uvicorn + the Autellix app) in front of it, and
+this load generator (raw keep-alive HTTP/1.1 over asyncio, to spend as little CPU as possible).
+
+Figures printed:
+  overhead p50   = p50 latency through the gateway - p50 latency straight to the upstream, one call at a
+                   time (the gateway's added latency per call);
+  calls/s        = completed calls per second through the gateway at --concurrency connections.
+Targets (issue 5): overhead p50 <= 2 ms, >= 500 calls/s on a 2-core machine.
+
+    .venv/bin/python scripts/bench_gateway.py [--calls 2000] [--seconds 10] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPLY = json.dumps({
+    "id": "cmpl-bench", "object": "chat.completion", "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 8, "total_tokens": 20}}).encode()
+STREAM_REPLY = b"".join(
+    b"data: " + json.dumps(chunk).encode() + b"\n\n" for chunk in (
+        *({"id": "cmpl-bench", "choices": [{"index": 0, "delta": {"content": f"t{i} "}}]} for i in range(8)),
+        {"id": "cmpl-bench", "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 8,
+                                                      "total_tokens": 20}})) + b"data: [DONE]\n\n"
+BODY = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello " * 20}],
+                   "max_tokens": 8}).encode()
+
+
+# -- the fake upstream -------------------------------------------------------------------------------
+
+class Upstream(asyncio.Protocol):
+    """Answers every complete request at once: /health -> 200 empty, anything else -> REPLY."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buffer) < end + 4 + length:
+                return
+            request = self.buffer[end + 4:end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length:]
+            if b'"stream":true' in request:
+                body, kind = STREAM_REPLY, b"text/event-stream"
+            else:
+                body, kind = (b"" if head.startswith("GET /health") else REPLY), b"application/json"
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\n"  # type: ignore[attr-defined]
+                                 b"content-length: %d\r\n\r\n%s" % (kind, len(body), body))
+
+
+def run_upstream(port: int) -> None:
+    _use_uvloop()
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(Upstream, "127.0.0.1", port, backlog=1024))
+    loop.run_until_complete(server.serve_forever())
+
+
+def run_gateway(port: int, upstream: str, ttl: float = 600.0) -> None:
+    import logging
+
+    import uvicorn
+
+    from autellix.gateway import GatewayConfig, create_app
+    from autellix.gateway.serve import KEEP_ALIVE_S
+    from autellix.policy.config import PolicyConfig
+
+    logging.getLogger("autellix.gateway").setLevel(logging.WARNING)
+    app = create_app(GatewayConfig(engines=(upstream,), health_interval=1.0,
+                                   policy=PolicyConfig(table_ttl=ttl)))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
+                loop="uvloop" if _has("uvloop") else "asyncio",
+                http="httptools" if _has("httptools") else "h11", backlog=2048,
+                timeout_keep_alive=KEEP_ALIVE_S)
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(module) is not None
+
+
+def _use_uvloop() -> None:
+    if _has("uvloop"):
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+# -- the load generator ------------------------------------------------------------------------------
+
+class Conn:
+    """One keep-alive HTTP/1.1 connection issuing sequential POSTs."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Conn:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def post(self, path: str, body: bytes, headers: str = "") -> tuple[int, bytes]:
+        self.writer.write((f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                           f"content-length: {len(body)}\r\n{headers}\r\n").encode() + body)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        if b"transfer-encoding: chunked" in head.lower():  # a relayed stream
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n"))[:-2], 16)
+                parts.append((await self.reader.readexactly(size + 2))[:-2])
+                if size == 0:
+                    return status, b"".join(parts)
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line[:15].lower() == b"content-length:":
+                length = int(line[15:])
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+STREAM_BODY = BODY[:-1] + b',"stream":true}'
+
+
+async def latencies(port: int, calls: int, headers: str = "", body: bytes = BODY) -> list[float]:
+    conn = await Conn.open(port)
+    out = []
+    try:
+        for i in range(calls + 50):
+            t0 = time.perf_counter()
+            status, _ = await conn.post("/v1/chat/completions", body, headers)
+            if status != 200:
+                raise RuntimeError(f"status {status}")
+            if i >= 50:  # warm-up excluded
+                out.append(time.perf_counter() - t0)
+    finally:
+        conn.close()
+    return out
+
+
+async def throughput(port: int, concurrency: int, seconds: float, programs: bool) -> tuple[int, int, list[float]]:
+    deadline = time.perf_counter() + seconds
+    done, failed, lats = 0, 0, []
+
+    async def worker(i: int) -> None:
+        nonlocal done, failed
+        conn = await Conn.open(port)
+        headers = f"x-program-id: bench-{i}\r\n" if programs else ""
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                status, _ = await conn.post("/v1/chat/completions", BODY, headers)
+                lats.append(time.perf_counter() - t0)
+                if status == 200:
+                    done += 1
+                else:
+                    failed += 1
+        finally:
+            conn.close()
+
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    return done, failed, lats
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def start_processes(ttl: float = 600.0) -> tuple[int, int, list[subprocess.Popen]]:
+    """Start the fake upstream and one gateway process; returns their ports and the processes
+    (the gateway last)."""
+    up_port, gw_port = free_port(), free_port()
+    me = str(Path(__file__).resolve())
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [subprocess.Popen([sys.executable, me, "--serve-upstream", str(up_port)], env=env)]
+    wait_port(up_port)
+    procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(gw_port), "--ttl", str(ttl),
+                                   "--upstream-url", f"http://127.0.0.1:{up_port}"], env=env))
+    wait_port(gw_port)
+    time.sleep(1.5)  # first health probe done
+    return up_port, gw_port, procs
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=2000, help="sequential calls per latency run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream-url", help=argparse.SUPPRESS)
+    parser.add_argument("--ttl", type=float, default=600.0, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_upstream:
+        run_upstream(args.serve_upstream)
+        return 0
+    if args.serve_gateway:
+        run_gateway(args.serve_gateway, args.upstream_url, args.ttl)
+        return 0
+
+    _use_uvloop()
+    up_port, gw_port, procs = start_processes()
+    try:
+        direct = asyncio.run(latencies(up_port, args.calls))
+        through = asyncio.run(latencies(gw_port, args.calls, "x-program-id: seq\r\n"))
+        s_direct = asyncio.run(latencies(up_port, args.calls // 2, body=STREAM_BODY))
+        s_through = asyncio.run(latencies(gw_port, args.calls // 2, "x-program-id: seq\r\n", STREAM_BODY))
+        done, failed, lats = asyncio.run(throughput(gw_port, args.concurrency, args.seconds, True))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=10)
+    d50, g50 = statistics.median(direct), statistics.median(through)
+    print(f"machine: {os.cpu_count()} CPU(s), python {sys.version.split()[0]}")
+    print(f"latency, 1 call at a time, {args.calls} calls:")
+    print(f"  direct to upstream   p50 {d50 * 1e3:.3f} ms   p99 {pct(direct, .99) * 1e3:.3f} ms")
+    print(f"  through gateway      p50 {g50 * 1e3:.3f} ms   p99 {pct(through, .99) * 1e3:.3f} ms")
+    print(f"  gateway overhead     p50 {(g50 - d50) * 1e3:.3f} ms   (target <= 2 ms)")
+    sd50, sg50 = statistics.median(s_direct), statistics.median(s_through)
+    print(f"  streamed (8 chunks + usage, stripped): direct p50 {sd50 * 1e3:.3f} ms, through gateway "
+          f"p50 {sg50 * 1e3:.3f} ms, overhead {(sg50 - sd50) * 1e3:.3f} ms")
+    rate = done / args.seconds
+    print(f"throughput, {args.concurrency} connections (one program each), {args.seconds:g} s:")
+    print(f"  {rate:.0f} calls/s through one gateway process (target >= 500); {failed} failed; "
+          f"latency p50 {pct(lats, .5) * 1e3:.2f} ms p99 {pct(lats, .99) * 1e3:.2f} ms")
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
