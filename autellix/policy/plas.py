@@ -22,6 +22,8 @@ class ATLAS(LevelPolicy):
 
     name = "atlas"
     gang = True
+    # Gang moves touch every active call of a program, so one ATLAS instance must own all of them:
+    # engines that share Program objects (a cluster) each need their own engine-local table.
 
 
 class Autellix(ATLAS):

@@ -1,0 +1,170 @@
+"""Serving metrics shared by the simulator and the real benchmark (DESIGN.md §6).
+
+Per program: latency per generated token = (completion - arrival) / all output tokens of the program, in
+s/token. Completion is the program's last token, so for a multi-threaded program the time is its critical
+path while the tokens are all of its threads' (the paper's definition). Program completion time (JCT) =
+completion - arrival. Both summarised as mean / P50 / P95 / P99.
+Per call: TTFT, TPOT (time per output token after the first), queueing wait, preemptions, swaps.
+
+Throughput at equal latency (the paper's headline): for each system, the highest arrival rate whose mean
+latency stays under a target, linearly interpolated between the last sweep point under the target and
+the first one over it; the ratio of two systems' rates is the gain. The target is a multiple of the
+lowest-load latency (`latency_target`): near-zero load measures the engine, not the scheduler.
+
+Inputs are duck-typed: anything with `latency` and `jct` (programs) or `ttft`, `tpot` (calls) works, so
+the real benchmark's records (bench/records.py) and the simulator's (sim/result.py) share this code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import numpy as np
+
+PERCENTILES = (50, 95, 99)
+
+
+class ProgramLike(Protocol):
+    @property
+    def latency(self) -> float | None: ...
+    @property
+    def jct(self) -> float | None: ...
+
+
+class CallLike(Protocol):
+    @property
+    def ttft(self) -> float | None: ...
+    @property
+    def tpot(self) -> float | None: ...
+
+
+def _clean(values: Iterable[float | None]) -> np.ndarray:
+    """Finite values only (failed programs and one-token calls have None)."""
+    arr = np.array([v for v in values if v is not None], dtype=float)
+    return arr[np.isfinite(arr)]
+
+
+def distribution(values: Iterable[float | None], prefix: str) -> dict[str, float]:
+    """{prefix_mean, prefix_p50, prefix_p95, prefix_p99}; NaN when there are no values."""
+    arr = _clean(values)
+    out = {f"{prefix}_mean": float(arr.mean()) if arr.size else math.nan}
+    for q in PERCENTILES:
+        out[f"{prefix}_p{q}"] = float(np.percentile(arr, q)) if arr.size else math.nan
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """One (system, rate) point. Latencies in s/token, times in seconds."""
+
+    programs: int
+    mean_latency: float
+    p50_latency: float
+    p95_latency: float
+    p99_latency: float
+    mean_jct: float
+    p95_jct: float
+    p99_jct: float
+    mean_ttft: float
+    p95_ttft: float
+    mean_tpot: float
+    p95_tpot: float
+    mean_wait: float
+    preemptions_per_call: float
+    swaps_per_call: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(programs: Sequence[ProgramLike], calls: Sequence[CallLike] = ()) -> Summary:
+    """Program and call distributions of one run. `calls` may carry `wait`, `preemptions`, `swaps`."""
+    lat = distribution((p.latency for p in programs), "latency")
+    jct = distribution((p.jct for p in programs), "jct")
+    ttft = distribution((c.ttft for c in calls), "ttft")
+    tpot = distribution((c.tpot for c in calls), "tpot")
+    n = max(len(calls), 1)
+    return Summary(
+        programs=len(programs),
+        mean_latency=lat["latency_mean"], p50_latency=lat["latency_p50"],
+        p95_latency=lat["latency_p95"], p99_latency=lat["latency_p99"],
+        mean_jct=jct["jct_mean"], p95_jct=jct["jct_p95"], p99_jct=jct["jct_p99"],
+        mean_ttft=ttft["ttft_mean"], p95_ttft=ttft["ttft_p95"],
+        mean_tpot=tpot["tpot_mean"], p95_tpot=tpot["tpot_p95"],
+        mean_wait=float(np.mean([getattr(c, "wait", 0.0) for c in calls])) if calls else math.nan,
+        preemptions_per_call=sum(getattr(c, "preemptions", 0) for c in calls) / n,
+        swaps_per_call=sum(getattr(c, "swaps", 0) for c in calls) / n,
+    )
+
+
+# -- throughput at equal latency -------------------------------------------------------------------------
+
+def latency_target(rates: Sequence[float], latencies: Sequence[float], multiple: float) -> float:
+    """`multiple` x the latency at the lowest swept rate (the unloaded engine's speed)."""
+    if not rates or len(rates) != len(latencies):
+        raise ValueError("latency_target: need equally long, non-empty rates and latencies")
+    if not multiple > 1:
+        raise ValueError(f"latency_target: multiple must be > 1, got {multiple}")
+    return multiple * latencies[int(np.argmin(rates))]
+
+
+@dataclass(frozen=True, slots=True)
+class Sustainable:
+    """Highest rate under the target. `censored`: the whole sweep stays under it (rate is a lower
+    bound); `below`: even the lowest rate exceeds it (rate is 0)."""
+
+    rate: float
+    censored: bool = False
+    below: bool = False
+
+
+def sustainable_rate(rates: Sequence[float], latencies: Sequence[float], target: float) -> Sustainable:
+    """Walk the sweep in rate order; interpolate where mean latency first crosses `target`."""
+    if not rates or len(rates) != len(latencies):
+        raise ValueError("sustainable_rate: need equally long, non-empty rates and latencies")
+    pts = sorted(zip(rates, latencies))
+    if not pts[0][1] <= target:
+        return Sustainable(0.0, below=True)
+    for (r0, l0), (r1, l1) in zip(pts, pts[1:]):
+        if not l1 <= target:  # NaN (nothing finished) counts as over the target
+            if not math.isfinite(l1) or l1 == l0:
+                return Sustainable(r0)
+            return Sustainable(r0 + (target - l0) * (r1 - r0) / (l1 - l0))
+    return Sustainable(pts[-1][0], censored=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """System A vs baseline B at one latency target. `ratio` = rate_a / rate_b; `bound`: '>=' or '<='
+    when a censored or zero rate makes the ratio a bound, '' when exact."""
+
+    target: float
+    rate_a: float
+    rate_b: float
+    ratio: float
+    bound: str
+
+    def as_dict(self) -> dict[str, float | str]:
+        return asdict(self)
+
+
+def throughput_at_equal_latency(rates: Sequence[float], latencies_a: Sequence[float],
+                                latencies_b: Sequence[float], target: float) -> Comparison:
+    """Sustainable rate of A and of B under `target`, and their ratio (A's gain over B)."""
+    a = sustainable_rate(rates, latencies_a, target)
+    b = sustainable_rate(rates, latencies_b, target)
+    if b.rate == 0:
+        ratio = math.inf if a.rate > 0 else math.nan
+    else:
+        ratio = a.rate / b.rate
+    bound = ""
+    if (a.censored and not b.censored) or (b.below and not a.below):
+        bound = ">="
+    elif (b.censored and not a.censored) or (a.below and not b.below):
+        bound = "<="
+    elif a.censored and b.censored:
+        bound = "?"
+    return Comparison(target, a.rate, b.rate, ratio, bound)

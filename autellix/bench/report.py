@@ -1,0 +1,147 @@
+"""Reports for rate sweeps, simulated or real: terminal tables, throughput-at-equal-latency comparisons,
+JSON, and latency-vs-rate plots in the style of the paper's Figure 12.
+
+Rows are plain dicts (one per system and rate) with at least `rate`, `mean_latency`, `p95_latency` and a
+series key naming the system (`policy` for the simulator, `target` for real endpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from autellix.bench.metrics import Comparison, latency_target, throughput_at_equal_latency
+
+DEFAULT_MULTIPLES = (2.0, 5.0, 10.0)
+"""Latency targets reported, as multiples of the baseline's latency at the lowest swept rate."""
+HEADLINE_MULTIPLE = 5.0
+"""The multiple quoted as *the* gain: at or just past the knee of FCFS's curve in the simulator's sweeps
+(docs/simulator.md)."""
+
+Row = Mapping[str, Any]
+
+
+def series(rows: Iterable[Row], key: str = "policy") -> dict[str, list[Row]]:
+    """Rows grouped by system, each group sorted by rate (first-seen system order kept)."""
+    out: dict[str, list[Row]] = {}
+    for row in rows:
+        out.setdefault(str(row[key]), []).append(row)
+    return {name: sorted(group, key=lambda r: r["rate"]) for name, group in out.items()}
+
+
+def compare(rows: Iterable[Row], baseline: str, key: str = "policy", metric: str = "mean_latency",
+            multiples: Sequence[float] = DEFAULT_MULTIPLES) -> list[dict[str, Any]]:
+    """Throughput at equal latency of every system against `baseline`, at each target multiple of the
+    baseline's lowest-rate latency. Systems must share the baseline's rates (interleaved sweeps do)."""
+    groups = series(rows, key)
+    if baseline not in groups:
+        return []
+    base = groups[baseline]
+    rates = [r["rate"] for r in base]
+    base_lat = [float(r[metric]) for r in base]
+    out = []
+    for name, group in groups.items():
+        if name == baseline:
+            continue
+        by_rate = {r["rate"]: float(r[metric]) for r in group}
+        if any(rate not in by_rate for rate in rates):
+            continue
+        lat = [by_rate[rate] for rate in rates]
+        for m in multiples:
+            c: Comparison = throughput_at_equal_latency(rates, lat, base_lat,
+                                                        latency_target(rates, base_lat, m))
+            out.append({"system": name, "baseline": baseline, "metric": metric, "multiple": m,
+                        **c.as_dict()})
+    return out
+
+
+def _fmt(value: Any, width: int) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            text = "-"
+        elif value == 0 or 1e-3 <= abs(value) < 1e5:
+            text = f"{value:.4g}"
+        else:
+            text = f"{value:.3e}"
+    else:
+        text = str(value)
+    return text.rjust(width)
+
+
+def format_table(rows: Sequence[Row], columns: Sequence[str]) -> str:
+    """Fixed-width text table of `columns` (missing values print as '-')."""
+    cells = [[_fmt(row.get(c, math.nan), 0).strip() for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def format_comparisons(comparisons: Sequence[Mapping[str, Any]]) -> str:
+    lines = []
+    for c in comparisons:
+        ratio = c["ratio"]
+        text = "n/a" if math.isnan(ratio) else ("inf" if math.isinf(ratio) else f"{ratio:.2f}x")
+        bound = {"": "", ">=": " (lower bound)", "<=": " (upper bound)", "?": " (both censored)"}[c["bound"]]
+        lines.append(f"{c['system']:>14} vs {c['baseline']:<14} target {c['multiple']:g}x = "
+                     f"{c['target']:.4g} s/tok: {c['rate_a']:.3g} vs {c['rate_b']:.3g} prog/s -> "
+                     f"{text}{bound}")
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Strict JSON: NaN becomes null and infinities the strings "inf" / "-inf"."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(_plain(payload), indent=2, allow_nan=False) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "as_dict"):
+        return _plain(value.as_dict())
+    return value
+
+
+def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str = "policy",
+                 metrics: Sequence[tuple[str, str]] = (("mean_latency", "mean"), ("p95_latency", "P95")),
+                 ylim_multiple: float | None = 12.0) -> None:
+    """Latency vs arrival rate, one line per system, one panel per metric (like the paper's Fig. 12).
+
+    `ylim_multiple` caps the y axis at that multiple of the lowest latency shown, so a baseline that
+    explodes past saturation does not flatten every other curve (points above the cap are clipped)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = series(rows, key)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
+    for ax, (metric, label) in zip(axes[0], metrics):
+        lowest = math.inf
+        for name, group in groups.items():
+            xs = [r["rate"] for r in group]
+            ys = [float(r[metric]) for r in group]
+            ax.plot(xs, ys, marker="o", ms=4, label=name)
+            lowest = min([lowest] + [y for y in ys if math.isfinite(y) and y > 0])
+        if ylim_multiple and math.isfinite(lowest):
+            ax.set_ylim(0, ylim_multiple * lowest)
+        ax.set_xlabel("arrival rate (programs/s)")
+        ax.set_ylabel(f"{label} latency (s/token)")
+        ax.set_title(f"{title} — {label}" if title else label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,187 @@
+"""`autellix bench`: the rate sweep over several real targets, interleaved, with one report.
+
+Fairness rules (docs/bench.md):
+- Every target gets the very same programs (same workload, seed, scale; prompts are a pure function of
+  them) at every rate, clipped to the smallest `max_model_len` among the targets.
+- Targets are measured one at a time, interleaved rate by rate, in alternating order (A B, then B A, ...)
+  so slow drift of a shared machine hits them alike and neither always runs on a "warm" machine.
+- Each (rate, target) run has its own `cache_salt` and program-id tag: no prefix-cache hit and no
+  process-table state survives from an earlier run.
+- A target that does not answer is re-probed before each of its runs; its failure is reported in its row
+  and never stops the other targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from tqdm import tqdm
+
+from autellix.bench import metrics
+from autellix.bench.driver import ReplayOptions, RunResult, replay
+from autellix.bench.prompts import PromptBuilder, load_tokenizer, local_tokenizer_for
+from autellix.bench.targets import Target, TargetInfo, engine_counters, parse_targets, probe
+from autellix.workloads import generate
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    workload: str
+    targets: list[Target]
+    rates: list[float]
+    programs: int
+    seed: int = 0
+    scale: float = 1.0
+    model: str | None = None
+    tokenizer: str | None = None
+    timeout: float = 600.0
+    cooldown: float = 2.0
+    cache_salt: bool = True
+    send_identity: bool = True
+
+
+@dataclass
+class BenchOutput:
+    plan: BenchPlan
+    targets: dict[str, TargetInfo] = field(default_factory=dict)
+    tokenizers: dict[str, str] = field(default_factory=dict)
+    runs: list[RunResult] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def run_order(targets: list[Target], rate_index: int) -> list[Target]:
+    """Alternate the order at each rate (A B, B A, A B, ...): counterbalances drift and warm-up."""
+    return list(targets) if rate_index % 2 == 0 else list(reversed(targets))
+
+
+def summarize_run(run: RunResult, programs: int, counters: dict[str, float] | None = None) -> dict[str, Any]:
+    """One `results` row: the simulator's schema (policy = target name) plus failure counts and, for a
+    vLLM engine, its own preemption and prefix-cache counters over the run (`counters`: deltas)."""
+    ok = [p for p in run.programs if p.ok]
+    failed_calls = [c for c in run.calls if c.error]
+    errors = Counter(c.error for c in failed_calls)
+    if run.aborted:
+        errors[run.aborted] += 1
+    row: dict[str, Any] = {"policy": run.target, "balancer": "-", "engines": 1, "rate": run.rate,
+                           "programs": programs}
+    # Only completed programs enter the latency statistics; failures are counted, not hidden.
+    row.update(metrics.summarize(ok, [c for c in run.calls if not c.error]).as_dict())
+    row["programs"] = programs
+    row.update({"completed_programs": len(ok), "failed_programs": programs - len(ok),
+                "failed_calls": len(failed_calls), "wall_s": run.wall_s,
+                "errors": dict(errors.most_common(5))})
+    # The client cannot see queueing inside the engine, nor (without /metrics) preemptions: say unknown.
+    row["mean_wait"] = row["swaps_per_call"] = math.nan
+    counters = counters or {}
+    pre = counters.get("vllm:num_preemptions_total")
+    row["preemptions_per_call"] = pre / max(1, len(run.calls)) if pre is not None else math.nan
+    queries = counters.get("vllm:prefix_cache_queries_total")
+    hits = counters.get("vllm:prefix_cache_hits_total")
+    row["prefix_cache_hit_rate"] = hits / queries if hits is not None and queries else math.nan
+    return row
+
+
+def _failed_row(target: Target, rate: float, programs: int, error: str) -> dict[str, Any]:
+    nan = math.nan
+    return {"policy": target.name, "balancer": "-", "engines": 1, "rate": rate, "programs": programs,
+            "mean_latency": nan, "p95_latency": nan, "p99_latency": nan, "mean_jct": nan,
+            "completed_programs": 0, "failed_programs": programs, "failed_calls": 0, "wall_s": 0.0,
+            "errors": {f"target unreachable: {error}": 1}}
+
+
+async def _builders(client: httpx.AsyncClient, plan: BenchPlan,
+                    out: BenchOutput) -> dict[str, PromptBuilder]:
+    """Probe every target once; one prompt builder per distinct tokenizer."""
+    cache: dict[str, PromptBuilder] = {}
+    builders: dict[str, PromptBuilder] = {}
+    for t in plan.targets:
+        info = out.targets[t.name] = await probe(client, t)
+        if info.error:
+            print(f"bench: target {t.name} ({t.base_url}) is not answering: {info.error}; "
+                  f"it will be retried before each of its runs", file=sys.stderr)
+        spec = plan.tokenizer or local_tokenizer_for(info.root) or "default"
+        if spec not in cache:
+            cache[spec] = PromptBuilder(load_tokenizer(None if spec == "default" else spec))
+        builders[t.name] = cache[spec]
+        out.tokenizers[t.name] = cache[spec].info.source
+    if len({b.info.source for b in builders.values()}) > 1:
+        print("bench: warning: targets use different tokenizers, so prompts differ between them",
+              file=sys.stderr)
+    return builders
+
+
+async def run_bench(plan: BenchPlan, progress: bool = True) -> BenchOutput:
+    """Run the sweep; never raises for a failing target (see module docstring)."""
+    out = BenchOutput(plan)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=plan.timeout) as client:
+        builders = await _builders(client, plan, out)
+        lens = [i.max_model_len for i in out.targets.values() if i.max_model_len]
+        max_len = min(lens) if lens else None
+        span = sum(plan.programs / r for r in plan.rates) * len(plan.targets)
+        print(f"bench: {plan.programs} {plan.workload} programs x {len(plan.rates)} rates x "
+              f"{len(plan.targets)} targets; the arrival schedules alone take {span / 60:.1f} min "
+              f"(more when a target is past saturation)", file=sys.stderr)
+        bar = tqdm(total=len(plan.rates) * len(plan.targets) * plan.programs, unit="prog",
+                   disable=not progress, file=sys.stderr, dynamic_ncols=True)
+        for ri, rate in enumerate(plan.rates):
+            programs = generate(plan.workload, plan.programs, rate, plan.seed, plan.scale)
+            for target in run_order(plan.targets, ri):
+                bar.set_postfix_str(f"{target.name} @ {rate:g}/s")
+                info = await probe(client, target)
+                if info.error:
+                    out.rows.append(_failed_row(target, rate, plan.programs, info.error))
+                    print(f"bench: {target.name} @ {rate:g}/s skipped: {info.error}", file=sys.stderr)
+                    bar.update(plan.programs)
+                    continue
+                out.targets[target.name] = info
+                tag = f"{target.name}-r{rate:g}-{uuid.uuid4().hex[:8]}"
+                opts = ReplayOptions(model=plan.model or info.model or "", run_tag=tag, timeout=plan.timeout,
+                                     max_model_len=max_len, cache_salt=tag if plan.cache_salt else None,
+                                     send_identity=plan.send_identity)
+                before = await engine_counters(client, target)
+                run = await replay(client, target, programs, rate, builders[target.name], opts,
+                                   on_program_done=lambda _: bar.update(1))
+                after = await engine_counters(client, target)
+                deltas = {k: after[k] - before[k] for k in after if k in before}
+                bar.update(plan.programs - len(run.programs))
+                out.runs.append(run)
+                row = summarize_run(run, plan.programs, deltas)
+                out.rows.append(row)
+                # Each point is printed as it finishes, so an interrupted sweep still leaves its figures.
+                bar.write(f"bench: {target.name} @ {rate:g}/s: mean {row['mean_latency']:.4f} s/token, "
+                          f"p95 {row['p95_latency']:.4f}, mean JCT {row['mean_jct']:.1f} s", file=sys.stderr)
+                if run.aborted:
+                    print(f"bench: {target.name} @ {rate:g}/s aborted: {run.aborted}", file=sys.stderr)
+                if plan.cooldown > 0:
+                    await asyncio.sleep(plan.cooldown)  # let the engine drain and settle
+        bar.close()
+    out.rows.sort(key=lambda r: (r["rate"], [t.name for t in plan.targets].index(r["policy"])))
+    return out
+
+
+def plan_from_args(args: argparse.Namespace) -> BenchPlan:
+    if args.programs <= 0:
+        raise ValueError(f"--programs must be positive, got {args.programs}")
+    generate(args.workload, 1, 1.0, args.seed, args.scale)  # fail fast on a bad workload or scale
+    return BenchPlan(
+        workload=args.workload, targets=parse_targets(args.target), rates=sorted(args.rates),
+        programs=args.programs, seed=args.seed, scale=args.scale, model=args.model, tokenizer=args.tokenizer,
+        timeout=args.timeout, cooldown=args.cooldown, cache_salt=not args.no_cache_salt,
+        send_identity=not args.no_identity)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from autellix.bench.bench_report import report_bench
+
+    plan = plan_from_args(args)
+    out = asyncio.run(run_bench(plan))
+    return report_bench(out, args)

@@ -1,0 +1,161 @@
+"""A cluster of simulated engines behind a load balancer, driven by one global event loop.
+
+Entities: the gateway (cluster-wide ProcessTable + balancer), E engines (each with its own policy and
+engine-local table, like a vLLM engine running the plugin), and one ProgramRun per agent program.
+
+The gateway's table is shared by every engine's calls: it holds each program's attained service and
+wait, and on every call it passes them to the chosen engine as snapshots (DESIGN.md §4's vllm_xargs);
+the engine-local table takes the larger of its own value and the snapshot. Why not let the engines'
+policies use the gateway's Program objects directly: ATLAS gang leveling walks `program.calls` and moves
+siblings inside *its own* queues, so a sibling waiting on another engine would be dequeued from the
+wrong policy. The per-engine table is what the real plugin keeps anyway. With one engine the two tables
+would hold identical values, so the engine simply uses the gateway's (saving half the bookkeeping).
+
+Events live in one heap ordered by (time, phase): at equal times every engine boundary is applied first
+(phase 0: completions make new calls ready), then calls are issued (phase 1: routed into an engine's
+inbox, cutting its planned span to the step in progress), then engines plan their next step (phase 2),
+so a plan sees every call that arrived at its instant.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Sequence
+
+from autellix.balance import make_balancer
+from autellix.policy import PolicyConfig, make_policy
+from autellix.programs import ProcessTable
+from autellix.sim.config import EngineConfig, sim_policy
+from autellix.sim.cost import CostModel
+from autellix.sim.driver import ProgramRun
+from autellix.sim.engine import Engine
+from autellix.sim.request import SimCall
+from autellix.sim.result import CallOutcome, ProgramOutcome, SimResult
+from autellix.workloads import ProgramSpec
+
+BOUNDARY, ISSUE, PLAN = 0, 1, 2
+IDLE, PLANNING, BUSY = 0, 1, 2
+
+
+class Cluster:
+    def __init__(self, programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
+                 balancer: str = "locality", config: EngineConfig | None = None,
+                 policy_config: PolicyConfig | None = None, cpu_blocks: int = 0) -> None:
+        if engines < 1:
+            raise ValueError(f"engines: must be >= 1, got {engines}")
+        if not programs:
+            raise ValueError("programs: need at least one program")
+        self.config = config or EngineConfig()
+        self.sim_policy = sim_policy(policy)
+        self.policy_config = policy_config or PolicyConfig()
+        caching = self.sim_policy.prefix_caching and self.config.prefix_caching
+        gpu_blocks = self.config.gpu_blocks or cost.kv_capacity_blocks
+        cpu = self.config.cpu_blocks if self.config.cpu_blocks is not None else cpu_blocks
+        self.engines = [Engine(i, make_policy(self.sim_policy.policy, self.policy_config), cost,
+                               self.config, caching, gpu_blocks, cpu) for i in range(engines)]
+        self.loads = [e.load for e in self.engines]
+        self.balancer = make_balancer(balancer)
+        self.table = ProcessTable(ttl=self.policy_config.table_ttl)
+        self.shared = engines == 1
+        if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
+            self.engines[0].table = self.table
+        self.runs = [ProgramRun(p, self.policy_config.prefill_weight) for p in programs]
+        self.state = [IDLE] * engines
+        self._heap: list[tuple] = []
+        self._seq = itertools.count()
+        self.events = 0
+
+    def _push(self, t: float, phase: int, a: object, b: object) -> None:
+        heapq.heappush(self._heap, (t, phase, next(self._seq), a, b))
+
+    def run(self) -> SimResult:
+        """Simulate until every program completes."""
+        started = time.perf_counter()
+        for run in self.runs:
+            for t, i in run.roots():
+                self._push(t, ISSUE, run, i)
+        heap, pop = self._heap, heapq.heappop
+        while heap:
+            t, phase, _, a, b = pop(heap)
+            self.events += 1
+            if phase == BOUNDARY:
+                if b != a.version:
+                    continue  # the span was truncated and rescheduled
+                for sc in a.finish_span():
+                    self._completed(sc, t)
+                self.state[a.index] = PLANNING
+                self._push(t, PLAN, a, None)
+            elif phase == ISSUE:
+                self._issue(a, b, t)
+            else:
+                end = a.plan(t)
+                if end is None:
+                    self.state[a.index] = IDLE
+                else:
+                    self.state[a.index] = BUSY
+                    self._push(end, BOUNDARY, a, a.version)
+        unfinished = sum(1 for r in self.runs if r.finished < 0)
+        if unfinished:
+            raise RuntimeError(f"simulation ended with {unfinished} unfinished program(s)")
+        return self._result(time.perf_counter() - started)
+
+    def _issue(self, run: ProgramRun, i: int, now: float) -> None:
+        """The gateway routes a ready call: global table entry, balancer, engine-local table, inbox."""
+        spec = run.spec.calls[i]
+        pid, cid, thread = run.program_id, str(i), str(spec.thread)
+        gcall = self.table.new_call(pid, cid, thread, spec.prompt_tokens, now)
+        index = self.balancer.pick(gcall.program, spec.prompt_tokens, self.loads)
+        engine = self.engines[index]
+        if self.shared:
+            call = gcall
+        else:
+            call = engine.table.new_call(pid, cid, thread, spec.prompt_tokens, now,
+                                         service=gcall.start_service, wait=gcall.start_wait)
+        call.remaining = run.work_left  # the SRPT oracle's knowledge; other policies ignore it
+        chain, base = run.chain(i, engine.kv.caching)
+        sc = SimCall(call, gcall, run, i, spec.prompt_tokens, spec.output_tokens, chain, base, now)
+        run.sims[i] = sc
+        engine.receive(sc)
+        state = self.state[index]
+        if state == IDLE:
+            self.state[index] = PLANNING
+            self._push(now, PLAN, engine, None)
+        elif state == BUSY and engine.truncate(now):
+            self._push(engine.span_end, BOUNDARY, engine, engine.version)
+
+    def _completed(self, sc: SimCall, now: float) -> None:
+        """The gateway learns a call's service and wait, then the program issues what became ready."""
+        gcall, run = sc.gcall, sc.run
+        if not self.shared:  # (a shared table was already updated by the engine)
+            gcall.service, gcall.wait = sc.call.service, sc.call.wait
+            self.table.finish_call(gcall, now)
+        for t, j in run.complete(sc.index, now):
+            self._push(t, ISSUE, run, j)
+        if run.finished >= 0:
+            self.table.end(run.program_id)
+            if not self.shared:
+                for engine in self.engines:
+                    engine.table.programs.pop(run.program_id, None)
+
+    def _result(self, wall_s: float) -> SimResult:
+        programs, calls = [], []
+        for run in self.runs:
+            spec = run.spec
+            programs.append(ProgramOutcome(spec.program_id, spec.kind, spec.num_threads, spec.num_calls,
+                                           spec.arrival, run.finished, spec.total_output_tokens))
+            for sc in run.sims:
+                assert sc is not None
+                calls.append(CallOutcome(spec.program_id, sc.index, sc.engine, sc.issued, sc.first_token,
+                                         sc.finished, sc.prompt, sc.output, sc.hit_tokens, sc.wait_s,
+                                         sc.preemptions, sc.swaps))
+        return SimResult(self.sim_policy.name, programs, calls, [e.stats for e in self.engines], wall_s,
+                         self.events)
+
+
+def simulate(programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
+             balancer: str = "locality", config: EngineConfig | None = None,
+             policy_config: PolicyConfig | None = None, cpu_blocks: int = 0) -> SimResult:
+    """Run `programs` on `engines` simulated engines under `policy` (a name in config.SIM_POLICIES)."""
+    return Cluster(programs, policy, cost, engines, balancer, config, policy_config, cpu_blocks).run()

@@ -1,0 +1,81 @@
+"""Simulated engine settings and the simulator's policy names.
+
+A simulator policy name picks a scheduling policy from the policy core plus engine features:
+`fcfs` is vLLM with prefix caching and chunked prefill (the paper's vLLM-opt); `fcfs-nocache` is the
+same scheduler without a prefix cache (the paper's plain vLLM). Every other name is the policy of the same
+name with prefix caching on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from autellix.policy import POLICIES
+
+SWAP_MODES = ("batched", "per-block", "recompute")
+
+
+@dataclass(frozen=True, slots=True)
+class SimPolicy:
+    name: str
+    policy: str
+    prefix_caching: bool
+
+
+SIM_POLICIES: dict[str, SimPolicy] = {
+    **{n: SimPolicy(n, n, True) for n in POLICIES},
+    "fcfs-nocache": SimPolicy("fcfs-nocache", "fcfs", False),
+}
+
+
+def sim_policy(name: str) -> SimPolicy:
+    try:
+        return SIM_POLICIES[name]
+    except KeyError:
+        raise ValueError(f"policy: unknown {name!r}; choose one of {sorted(SIM_POLICIES)}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """One simulated vLLM engine.
+
+    Invariants (checked): max_num_seqs >= 1; max_batched_tokens > max_num_seqs, so a full decode batch
+    always leaves room for prefill; swap in SWAP_MODES; 0 <= watermark < 1.
+    """
+
+    max_num_seqs: int = 256
+    """Seats per step (vLLM's max_num_seqs; its V0 default)."""
+    max_batched_tokens: int = 8192
+    """Per-step token budget shared by decodes (1 each) and prefill chunks (chunked prefill)."""
+    prefix_caching: bool = True
+    swap: str = "batched"
+    """Preemption: 'batched' = swap via one gathered copy (the paper's kernel), 'per-block' = one copy
+    per block per layer (vLLM-style), 'recompute' = drop the KV and recompute it on resume."""
+    swap_space_GB: float = 64.0
+    """Host memory for swapped KV per engine (vLLM's swap_space; its 4 GiB default assumes preemption is
+    rare, which priority scheduling makes false). When full, preemption falls back to recompute."""
+    watermark: float = 0.01
+    """Fraction of GPU blocks kept free at admission (vLLM's watermark) so decodes rarely hit pressure."""
+    gpu_blocks: int | None = None
+    """Override the cost model's KV capacity (tests use small pools)."""
+    cpu_blocks: int | None = None
+    """Override the swap pool size in blocks."""
+    fast_forward: bool = True
+    """Advance many decode steps at once between events; False steps one at a time (reference)."""
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs: must be >= 1, got {self.max_num_seqs}")
+        if self.max_batched_tokens <= self.max_num_seqs:
+            raise ValueError(f"max_batched_tokens: must exceed max_num_seqs ({self.max_num_seqs}), got "
+                             f"{self.max_batched_tokens}")
+        if self.swap not in SWAP_MODES:
+            raise ValueError(f"swap: unknown {self.swap!r}; choose one of {list(SWAP_MODES)}")
+        if not 0 <= self.watermark < 1:
+            raise ValueError(f"watermark: must be in [0, 1), got {self.watermark}")
+        if self.swap_space_GB < 0:
+            raise ValueError(f"swap_space_GB: must be >= 0, got {self.swap_space_GB}")
+
+    def replace(self, **changes: object) -> EngineConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,369 @@
+"""One simulated vLLM engine: a policy's strict-priority batches on modelled KV memory and step times.
+
+Life of a step (one scheduler iteration), the same in both modes:
+  plan:     new calls join the policy; memory pressure preempts the worst running call (like vLLM) until
+            the decodes of this step fit; policy.schedule() admits / preempts against an EngineBudget;
+            the batch is composed (decodes 1 token each, prefill chunks share the token budget in
+            admission order) and timed by the cost model.
+  boundary: KV grows; prefill chunks land; calls that finished prefill emit their first token and decode;
+            service is charged (prefill_weight x computed tokens, 1 per decoded token); completions
+            leave; policy.tick() advances the wait clock.
+
+Event fast-forward: between events the batch is fixed, so a *span* of n pure-decode steps is planned at
+once and timed in closed form (cost.decode_run_time). A span ends at the earliest of: a call's
+completion or quantum expiry (DecodeSet heap), the policy's next promotion (next_event_step), KV
+exhaustion (DecodeSet.steps_within), or an arrival (the cluster truncates the span to the step in
+progress). Steps with prefill chunks or swaps are single-step spans. Why this equals stepping one at a
+time: schedule() returns the same (empty) batch on every step of a span, because waiting calls change only
+by arrivals and promotions, running levels only at quantum expiry, and free KV only shrinks.
+
+Lazy service: decode tokens are charged to the policy only when it could observe them (a call's own
+event, preemption, schedule() for policies whose rank reads service, and for gang policies whenever a
+sibling's level may move); charging.py shows why this equals charging every step. KV bookkeeping of
+admission, swap, recompute and completion lives in residency.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+from autellix.balance import EngineLoad
+from autellix.policy import LevelPolicy, Policy
+from autellix.programs import Call, ProcessTable
+from autellix.sim.budget import EngineBudget
+from autellix.sim.charging import add_gang_siblings, charge_event_step
+from autellix.sim.config import EngineConfig
+from autellix.sim.cost import CostModel
+from autellix.sim.decode import DecodeSet
+from autellix.sim.kv import KVCache
+from autellix.sim.levels import RunningLevels
+from autellix.sim.request import DECODE, PREFILL, WAITING, SimCall
+from autellix.sim.residency import Residency, blocks
+from autellix.sim.stats import EngineStats
+
+
+class Engine:
+    """State of one engine. The cluster calls receive / truncate / plan / finish_span."""
+
+    def __init__(self, index: int, policy: Policy, cost: CostModel, config: EngineConfig,
+                 caching: bool, gpu_blocks: int, cpu_blocks: int) -> None:
+        self.index = index
+        self.policy = policy
+        self.table = ProcessTable(ttl=policy.config.table_ttl)
+        """Engine-local table: the plugin's view, fed the gateway's service/wait snapshots."""
+        self.cost = cost
+        self.config = config
+        self.kv = KVCache(gpu_blocks, cpu_blocks, caching)
+        self.res = Residency(self.kv)
+        self.watermark = int(gpu_blocks * config.watermark)
+        self.load = EngineLoad(index)
+        self.sims: dict[Call, SimCall] = {}
+        self.running: dict[SimCall, None] = {}  # insertion order = admission order
+        self.prefilling: list[SimCall] = []
+        self.decoding = DecodeSet()
+        self.inbox: list[SimCall] = []
+        self.step = 0
+        self.now = 0.0
+        self.version = 0
+        self.levels = RunningLevels(policy) if isinstance(policy, LevelPolicy) else None
+        self.quanta = policy.quanta if isinstance(policy, LevelPolicy) else None
+        self.gang = bool(getattr(policy, "gang", False))
+        self.swap = config.swap != "recompute"
+        self.batched_swap = config.swap == "batched"
+        self.stats = EngineStats()
+        self._admitted = 0
+        self._swap_out = self._swap_in = 0
+        # the planned span
+        self.span_start = self.span_end = 0.0
+        self.span_steps = 0
+        self.span_chunks: list[tuple[SimCall, int]] = []
+        self._span_dec = self._span_ctx = 0
+
+    # -- arrivals -------------------------------------------------------------------------------------
+
+    def receive(self, sc: SimCall) -> None:
+        """A call routed here; it joins the policy at the next step boundary."""
+        need = blocks(sc.prompt + sc.output)  # its chain must be resident too
+        if need > self.kv.gpu_blocks - self.watermark:
+            raise ValueError(f"call {sc.call.program_id}/{sc.index} needs {need} KV blocks; the engine "
+                             f"has {self.kv.gpu_blocks - self.watermark}")
+        sc.engine = self.index
+        self.inbox.append(sc)
+        self.sims[sc.call] = sc
+        self.load.active += 1
+
+    def truncate(self, now: float) -> bool:
+        """Cut the planned span after the step in progress at `now`; True if the boundary moved."""
+        if self.span_steps <= 1 or now >= self.span_end:
+            return False
+        elapsed = now - self.span_start
+        k = self.cost.decode_steps_within(elapsed, self._span_dec, self._span_ctx)
+        if self.cost.decode_run_time(k, self._span_dec, self._span_ctx) < elapsed:
+            k += 1
+        k = max(k, 1)
+        if k >= self.span_steps:
+            return False
+        self.span_steps = k
+        self.span_end = self.span_start + self.cost.decode_run_time(k, self._span_dec, self._span_ctx)
+        self.version += 1
+        return True
+
+    # -- planning -------------------------------------------------------------------------------------
+
+    def plan(self, now: float) -> float | None:
+        """Form the next step (or span) at `now`; return when it ends, or None when idle."""
+        self.now = now
+        policy = self.policy
+        for sc in self.inbox:
+            sc.wait_start = now
+            policy.add(sc.call)
+        self.inbox.clear()
+        self._swap_out = self._swap_in = 0
+        self._relieve_pressure()
+        if policy.num_waiting:
+            self._schedule()
+        if not self.running:
+            if policy.num_waiting:
+                raise RuntimeError(f"engine {self.index}: {policy.num_waiting} call(s) wait but none fits")
+            return None
+        return self._start_span(now)
+
+    def _relieve_pressure(self) -> None:
+        """Preempt the lowest-priority running call while this step's decodes lack KV blocks."""
+        dec, kv = self.decoding, self.kv
+        while dec.n and dec.growth(self.step, 1) > kv.available():
+            self._preempt(self._worst(1)[0])
+            self.stats.pressure_preemptions += 1
+
+    def _worst(self, m: int) -> list[Call] | list[SimCall]:
+        """The m worst running calls, best first (what schedule() may preempt: it pops at most
+        max_preemptions victims, worst first, so passing only these gives the same decision)."""
+        if self.levels is not None:
+            return self.levels.worst(m)
+        self._flush_all()
+        rank = self.policy.rank
+        return sorted(self.running, key=lambda sc: rank(sc.call))[-m:] if m else []
+
+    def _schedule(self) -> None:
+        policy = self.policy
+        victims = [sc.call for sc in self._worst(policy.config.max_preemptions)]
+        dec = self.decoding
+        tokens = self.config.max_batched_tokens - dec.n - sum(sc.prefill_left for sc in self.prefilling)
+        budget = EngineBudget(self, self.config.max_num_seqs - len(self.running), max(tokens, 0),
+                              self.kv.available() - self.watermark - dec.growth(self.step, 1))
+        batch = policy.schedule(victims, budget)
+        for call in batch.preempted:
+            self._preempt(self.sims[call])
+            self.stats.priority_preemptions += 1
+        for call in batch.admitted:
+            self._admit(self.sims[call])
+
+    def _start_span(self, now: float) -> float:
+        dec, cost = self.decoding, self.cost
+        n_dec, ctx = dec.n, dec.ctx(self.step)
+        chunks: list[tuple[SimCall, int]] = []
+        if self.prefilling:
+            left = self.config.max_batched_tokens - n_dec
+            for sc in self.prefilling:
+                c = sc.prefill_left if sc.prefill_left < left else left
+                left -= c
+                chunks.append((sc, c))
+        if chunks or self._swap_out or self._swap_in or not self.config.fast_forward:
+            steps = 1
+            t = cost.step_time(n_dec, ctx, [(c, sc.computed) for sc, c in chunks if c > 0],
+                               self._swap_out, self._swap_in, self.batched_swap)
+        else:
+            steps = self._span_limit()
+            t = cost.decode_run_time(steps, n_dec, ctx)
+        self.span_start, self.span_end, self.span_steps = now, now + t, steps
+        self.span_chunks, self._span_dec, self._span_ctx = chunks, n_dec, ctx
+        self.version += 1
+        return self.span_end
+
+    def _span_limit(self) -> int:
+        """Decode steps until the next event: a call's own event, a promotion, or KV exhaustion."""
+        step, dec = self.step, self.decoding
+        limit = 1 << 40
+        event = dec.next_event()
+        if event is not None:
+            limit = event - step
+        promote = self.policy.next_event_step()
+        if promote is not None:
+            limit = min(limit, max(1, promote - step))
+        return max(1, dec.steps_within(step, self.kv.available(), limit))
+
+    # -- executing ------------------------------------------------------------------------------------
+
+    def finish_span(self) -> list[SimCall]:
+        """Apply the planned span (as truncated); return the calls that completed at its end."""
+        k, s = self.span_steps, self.step
+        end = s + k
+        dec, policy = self.decoding, self.policy
+        grow = dec.growth(s, k)
+        if grow:
+            self.kv.alloc(grow)
+        self.step, self.now = end, self.span_end
+        self.stats.steps += k
+        self.stats.busy_s += self.span_end - self.span_start
+        chunk_of = {id(sc): c for sc, c in self.span_chunks if c > 0} if self.span_chunks else {}
+        if self.config.fast_forward:
+            work = dec.pop_due(end)
+            work.extend(sc for sc, c in self.span_chunks if c > 0)
+            if self.gang and work:
+                add_gang_siblings(work, end, chunk_of, self.sims, self.quanta,
+                                  policy.config.prefill_weight)
+        else:  # reference mode: every running call is charged on every step
+            dec.pop_due(end)
+            work = list(self.running)
+        charge_event_step(policy, work, end, chunk_of)
+        finished = []
+        for sc in work:
+            if sc.mode == DECODE:
+                if sc.generated0 + end - sc.step0 == sc.output:
+                    dec.remove(sc, end)
+                    self._finish(sc)
+                    finished.append(sc)
+                    continue
+            elif sc.prefill_left == 0:
+                self._prefill_done(sc, end)
+                if sc.generated == sc.output:
+                    self._finish(sc)
+                    finished.append(sc)
+                    continue
+                dec.add(sc, end)
+                sc.charged_to = end
+            elif self.levels is not None:  # still prefilling: its charge may have moved its level
+                self.levels.refile(sc)
+                continue
+            else:
+                continue
+            if self.levels is not None:
+                self.levels.refile(sc)
+            self._push_event(sc)
+        policy.tick(k)
+        return finished
+
+    def _prefill_done(self, sc: SimCall, step: int) -> None:
+        self.prefilling.remove(sc)
+        sc.generated += 1
+        sc.computed = sc.target + 1
+        if sc.first_token < 0:
+            sc.first_token = self.now
+        sc.mode = DECODE
+
+    def _push_event(self, sc: SimCall) -> None:
+        """Next own event of a decoding call: completion, or the step its quantum runs out."""
+        event = sc.step0 + sc.output - sc.generated0
+        if self.quanta is not None:
+            call = sc.call
+            q = self.quanta[call.level]
+            if q != math.inf:
+                event = min(event, sc.charged_to + max(1, math.ceil(q - call.level_service)))
+        self.decoding.push(sc, event)
+
+    def _flush(self, sc: SimCall) -> None:
+        if sc.mode == DECODE and sc.charged_to < self.step:
+            self.policy.charge(sc.call, decode_tokens=self.step - sc.charged_to)
+            sc.charged_to = self.step
+
+    def _flush_all(self) -> None:
+        for sc in self.running:
+            self._flush(sc)
+
+    # -- admission, preemption, completion ------------------------------------------------------------
+
+    def _private(self, sc: SimCall) -> int:
+        """GPU blocks a running call holds outside the prefix cache."""
+        if sc.mode == DECODE:
+            return blocks(sc.computed0 + self.step - sc.step0) - self.res.base(sc)
+        return sc.private
+
+    # the EngineBudget's questions
+    def admission_cost(self, sc: SimCall) -> int:
+        return self.res.admission_cost(sc)
+
+    def token_need(self, sc: SimCall) -> int:
+        """Step tokens admitting `sc` takes: 1 to resume decoding, else its uncached prefill."""
+        if sc.swapped:
+            return 1
+        target = sc.prompt + sc.generated
+        return target - self.res.hit_tokens(sc, target)
+
+    def tokens_held(self, sc: SimCall) -> int:
+        return 1 if sc.mode == DECODE else sc.prefill_left
+
+    def release_blocks(self, sc: SimCall) -> int:
+        return self.res.release_blocks(sc, self._private(sc))
+
+    def _admit(self, sc: SimCall) -> None:
+        self.policy.on_run(sc.call)
+        sc.wait_s += self.now - sc.wait_start
+        self._admitted += 1
+        sc.admit_seq = self._admitted
+        self.running[sc] = None
+        if sc.swapped:  # resume decoding after copying the context back
+            copied = self.res.load_swapped(sc)
+            self._swap_in += copied
+            self.stats.swap_in_blocks += copied
+            self.decoding.add(sc, self.step)
+            sc.charged_to = self.step
+            sc.mode = DECODE
+            if self.levels is not None:
+                self.levels.refile(sc)
+            self._push_event(sc)
+            return
+        hit = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
+        if sc.generated == 0 and sc.preemptions == 0:
+            sc.hit_tokens = hit
+        else:
+            sc.recomputed += sc.prefill_left
+        self.stats.prefill_tokens += sc.prefill_left
+        sc.mode = PREFILL
+        self.prefilling.append(sc)
+        if self.levels is not None:
+            self.levels.refile(sc)
+
+    def _leave(self, sc: SimCall) -> int:
+        """Take a running call out of the batch; return the private blocks it held."""
+        if sc.mode == DECODE:
+            self._flush(sc)
+            self.decoding.remove(sc, self.step)
+            private = blocks(sc.computed) - self.res.base(sc)
+        else:
+            self.prefilling.remove(sc)
+            private = sc.private
+        del self.running[sc]
+        if self.levels is not None:
+            self.levels.unfile(sc)
+        return private
+
+    def _preempt(self, sc: SimCall) -> None:
+        was_decoding = sc.mode == DECODE
+        private = self._leave(sc)
+        self.policy.on_preempt(sc.call)
+        sc.mode = WAITING
+        sc.wait_start = self.now
+        sc.preemptions += 1
+        copied = self.res.swap_out(sc, private) if was_decoding and self.swap else 0
+        if copied:
+            sc.swaps += 1
+            self._swap_out += copied
+            self.stats.swap_outs += 1
+            self.stats.swap_out_blocks += copied
+        else:  # recompute on resume (also when the swap pool is full)
+            self.res.release(sc, private)
+            self.stats.recompute_preemptions += 1
+
+    def _finish(self, sc: SimCall) -> None:
+        """Complete a call already out of the prefill list and the decode set."""
+        private = blocks(sc.computed) - self.res.base(sc)
+        del self.running[sc]
+        if self.levels is not None:
+            self.levels.unfile(sc)
+        self.res.release(sc, private)
+        self.policy.remove(sc.call)
+        self.table.finish_call(sc.call, self.now)
+        del self.sims[sc.call]
+        self.load.active -= 1
+        sc.mode = WAITING
+        sc.finished = self.now

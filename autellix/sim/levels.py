@@ -1,0 +1,53 @@
+"""RunningLevels: an engine's running calls filed by policy level, to find the worst ones quickly.
+
+For level policies a running call's rank is (level, seq) (policy/levels.py: `rank` = (level, running
+first, seq)), so the worst running calls are the highest seqs of the highest non-empty level. The engine
+refiles a call whenever its level may have changed (admission and its own event steps, which is where
+levels change), so `worst` never needs a full sort of the running set.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from autellix.policy import LevelPolicy
+from autellix.sim.request import SimCall
+
+
+class RunningLevels:
+    __slots__ = ("queues",)
+
+    def __init__(self, policy: LevelPolicy) -> None:
+        self.queues: list[list[tuple[int, SimCall]]] = [[] for _ in range(policy.config.num_levels)]
+
+    def refile(self, sc: SimCall) -> None:
+        """File (or move) a running call under its current level."""
+        level = sc.call.level
+        if sc.level_slot == level:
+            return
+        if sc.level_slot >= 0:
+            self.unfile(sc)
+        bisect.insort(self.queues[level], (sc.call.seq, sc))
+        sc.level_slot = level
+
+    def unfile(self, sc: SimCall) -> None:
+        queue = self.queues[sc.level_slot]
+        i = bisect.bisect_left(queue, (sc.call.seq,))
+        if i == len(queue) or queue[i][1] is not sc:
+            raise RuntimeError(f"running call {sc.call!r} is not filed at level {sc.level_slot}")
+        del queue[i]
+        sc.level_slot = -1
+
+    def worst(self, m: int) -> list[SimCall]:
+        """The m worst running calls in ascending rank order (best first)."""
+        out: list[SimCall] = []
+        if m <= 0:
+            return out
+        for queue in reversed(self.queues):
+            for i in range(len(queue) - 1, -1, -1):
+                out.append(queue[i][1])
+                if len(out) == m:
+                    out.reverse()
+                    return out
+        out.reverse()
+        return out

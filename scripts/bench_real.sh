@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Real-engine comparison on this machine: stock vLLM (default FCFS scheduler, prefix caching and chunked
+# prefill on) versus the same vLLM with the Autellix scheduler plugin. Same model, same engine flags, same
+# workload, seed and programs for every engine.
+#
+#   scripts/bench_real.sh                             # the README's sweep (defaults below)
+#   PROGRAMS=3 RATES=1 SCALE=0.05 scripts/bench_real.sh   # a quick smoke run
+#   POLICIES="vllm plas" RATES=0.3,0.9 scripts/bench_real.sh   # real runs for the simulator check
+#
+# Fairness (docs/bench.md): the engines run side by side but only one is measured at a time (the bench
+# replays targets one after another, alternating their order rate by rate); an idle vLLM engine uses no
+# CPU, so the measured engine has the cores to itself. Every run has its own cache salt and program ids.
+# Every knob is an environment variable; the engines are stopped on exit (also on Ctrl-C or failure).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-results/bench_real}
+POLICIES=${POLICIES:-vllm autellix}  # engine policies (autellix engine --policy); the first is the baseline
+WORKLOAD=${WORKLOAD:-mixed}
+RATES=${RATES:-0.3,0.6,0.9,1.2}
+PROGRAMS=${PROGRAMS:-50}
+SCALE=${SCALE:-0.1}
+SEED=${SEED:-0}
+MULTIPLES=${MULTIPLES:-2,1.5,3}     # latency targets, x the baseline's lowest-rate mean; first = headline
+MAX_NUM_SEQS=${MAX_NUM_SEQS:-8}
+BASE_PORT=${BASE_PORT:-8101}        # engine i listens on BASE_PORT + i
+CALIBRATE=${CALIBRATE:-1}           # 1: also measure the baseline engine's step costs for the simulator
+PLOT=${PLOT:-$OUT/bench_real.png}
+export HF_HUB_OFFLINE=1
+export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}   # GiB of KV cache per engine, equal for all
+
+mkdir -p "$OUT"
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill -TERM -- "-$pid" 2>/dev/null || true   # each engine is its own process group (setsid)
+  done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+wait_healthy() {  # port pid
+  for _ in $(seq 600); do
+    if curl -sf "http://127.0.0.1:$1/health" >/dev/null; then return 0; fi
+    if ! kill -0 "$2" 2>/dev/null; then echo "engine on port $1 exited; see its log in $OUT" >&2; exit 1; fi
+    sleep 1
+  done
+  echo "engine on port $1 not healthy after 600 s" >&2; exit 1
+}
+
+# One engine starts at a time (startup is CPU-heavy); all stay up for the whole sweep.
+TARGETS=()
+port=$BASE_PORT
+for policy in $POLICIES; do
+  setsid "$BIN/autellix" engine --policy "$policy" --port "$port" --max-num-seqs "$MAX_NUM_SEQS" \
+    >"$OUT/engine-$policy.log" 2>&1 &
+  PIDS+=("$!")
+  echo "starting $policy engine on port $port (pid $!, log $OUT/engine-$policy.log)" >&2
+  wait_healthy "$port" "$!"
+  # Evidence for the fairness claim: vLLM logs every non-default engine argument.
+  grep -h "non-default args" "$OUT/engine-$policy.log" | sed 's/^.*non-default args/  non-default args/' >&2 || true
+  TARGETS+=(--target "$policy=http://127.0.0.1:$port")
+  port=$((port + 1))
+done
+
+if [[ "$CALIBRATE" == 1 ]]; then
+  # Lengths the scaled workload uses (longer prefills take tens of seconds each on 2 cores).
+  "$BIN/autellix" calibrate --target "http://127.0.0.1:$BASE_PORT" --out "$OUT/calibration.json" \
+    --batches "1,2,4,$MAX_NUM_SEQS" --prefill-lengths 16,64,256,1024,2048 --contexts 128,1024
+fi
+
+"$BIN/autellix" bench --workload "$WORKLOAD" "${TARGETS[@]}" \
+  --rates "$RATES" --programs "$PROGRAMS" --seed "$SEED" --scale "$SCALE" \
+  --latency-multiples "$MULTIPLES" --json "$OUT/bench_real.json" --plot "$PLOT"

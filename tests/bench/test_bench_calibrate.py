@@ -1,0 +1,92 @@
+"""`autellix calibrate` against the FAKE upstream, whose step costs are known by construction."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from autellix.bench import calibrate as cal
+from autellix.bench.calibration_file import build_profile, kv_capacity_from_metrics, model_facts
+from autellix.bench.cli import _calibrate
+from autellix.bench.prompts import PromptBuilder
+from autellix.bench.targets import parse_target
+from autellix.sim.cost import load_cost_model
+
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
+
+# Shaped like a real CPU engine: a prefill token costs more than one more sequence in a decode batch.
+PREFILL_BASE, PER_TOKEN, STEP, SLOWDOWN = 0.01, 1e-3, 0.01, 0.05
+
+
+def _model_folder(tmp_path: Path) -> Path:
+    cfg = {"num_hidden_layers": 4, "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+           "intermediate_size": 128, "vocab_size": 1000, "dtype": "bfloat16"}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "model.safetensors").write_bytes(b"\0" * 4096)
+    return tmp_path
+
+
+def test_decode_step_from_streams_uses_the_full_batch_window() -> None:
+    a = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]  # alone at first (fast), then 2 per step once b joins
+    b = [2.0, 3.0, 4.0, 5.0, 6.0]
+    assert cal.decode_step_from_streams([a, b]) == pytest.approx(1.0)
+
+
+def test_model_facts_and_kv_capacity(tmp_path: Path) -> None:
+    facts = model_facts(str(_model_folder(tmp_path)))
+    assert facts is not None and facts["kv_bytes_per_token"] == 2 * 4 * 2 * 16 * 2
+    assert model_facts(str(tmp_path / "missing")) is None
+    text = 'vllm:cache_config_info{block_size="128",kv_cache_size_tokens="93184",num_gpu_blocks="728"} 1.0'
+    assert kv_capacity_from_metrics(text) == 93184
+    assert kv_capacity_from_metrics('vllm:cache_config_info{block_size="16",num_gpu_blocks="10"} 1') == 160
+
+
+def test_measures_the_fakes_step_costs(serve_fake: ServeFake, builder: PromptBuilder, tmp_path: Path) -> None:
+    _, url = serve_fake(prefill_base=PREFILL_BASE, prefill_per_token=PER_TOKEN, decode_step=STEP,
+                        batch_slowdown=SLOWDOWN)
+
+    async def go() -> cal.Measurements:
+        async with httpx.AsyncClient() as client:
+            prober = cal.Prober(client, parse_target(f"fake={url}"), "fake-model", builder)
+            return await cal.measure(prober, [16, 64, 128, 256], [1, 2, 4], [64, 256], decode_tokens=12,
+                                     repeats=1)
+
+    m = asyncio.run(go())
+    for p in m.prefill:
+        assert p.ttft_s == pytest.approx(PREFILL_BASE + PER_TOKEN * p.n, rel=0.25, abs=0.01)
+    for d in m.decode:
+        assert d.step_s == pytest.approx(STEP * (1 + SLOWDOWN * (d.B - 1)), rel=0.25)
+    facts = model_facts(str(_model_folder(tmp_path)))
+    profile = build_profile(m, "tiny", facts, 4096, "cpu", url)
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps(profile))
+    cm = load_cost_model(path=path, model="tiny")  # the simulator's loader accepts the file
+    assert cm.kv_capacity_tokens == pytest.approx(4096, abs=16)
+    # What the simulator predicts for a lone prefill matches the measured TTFT. (For the shortest prompts the
+    # cost model's roofline takes the decode-fitted memory line instead.)
+    for p in (p for p in m.prefill if p.n >= 64):
+        predicted = cm.step_time(0, 0, [(p.n, 0)]) + profile["request_overhead_s"]
+        assert predicted == pytest.approx(p.ttft_s, rel=0.3, abs=0.01)
+
+
+def test_calibrate_command_writes_a_loadable_file(serve_fake: ServeFake, tmp_path: Path) -> None:
+    _, url = serve_fake(prefill_base=0.005, decode_step=0.004, model_root=str(_model_folder(tmp_path)))
+    args = type("Args", (), dict(
+        target=url, out=str(tmp_path / "c.json"), key=None, model=None, model_path=None, tokenizer="gpt2",
+        device="cpu", prefill_lengths=[16, 64, 256], batches=[1, 2], contexts=[32, 64], decode_tokens=6,
+        repeats=1, kv_capacity_tokens=None))()
+    assert asyncio.run(_calibrate(args)) == 0
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["fake-model"]["kv_capacity_tokens"] == 16000  # the fake's /metrics: 1000 blocks x 16
+    load_cost_model(path=tmp_path / "c.json", model="fake-model")
+
+
+def test_calibrate_reports_an_unreachable_engine(dead_url: str, tmp_path: Path) -> None:
+    args = type("Args", (), dict(target=dead_url, out=str(tmp_path / "c.json"), key=None, model=None,
+                                 model_path=None, tokenizer="gpt2", kv_capacity_tokens=None))()
+    with pytest.raises(ValueError, match="did not answer"):
+        asyncio.run(_calibrate(args))

@@ -1,0 +1,169 @@
+"""Simulated engine: fast-forward equals step-by-step, conservation, KV invariants, determinism."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from autellix.policy import PolicyConfig
+from autellix.sim.cluster import Cluster, simulate
+from autellix.sim.config import SIM_POLICIES, EngineConfig
+from autellix.sim.cost import load_cost_model
+from autellix.sim.engine import Engine
+from autellix.workloads import generate
+
+COST = load_cost_model("h200", "llama3.1-8b")
+# Small levels and beta so demotion, gang leveling and promotion all happen on small programs.
+LEVELS = PolicyConfig(boundaries=(0, 8, 16, 32, 64, 128, math.inf), beta=2.0)
+POLICIES = sorted(SIM_POLICIES)
+
+
+def tight(**kw: object) -> EngineConfig:
+    """A tiny engine: few seats, a small token budget and KV pool, so queues, preemption (priority and
+    memory pressure), swapping and eviction all occur."""
+    base = dict(max_num_seqs=16, max_batched_tokens=256, gpu_blocks=60, cpu_blocks=12)
+    base.update(kw)
+    return EngineConfig(**base)
+
+
+def outcomes(res):
+    return [(c.program, c.index, c.engine, c.first_token, c.finished, c.preemptions, c.swaps)
+            for c in res.calls]
+
+
+def assert_same(a, b) -> None:
+    assert len(a.calls) == len(b.calls)
+    for x, y in zip(a.calls, b.calls):
+        assert (x.program, x.index, x.engine, x.preemptions, x.swaps) == \
+               (y.program, y.index, y.engine, y.preemptions, y.swaps)
+        # times differ only by float rounding: closed-form span sums vs step-by-step sums
+        assert x.first_token == pytest.approx(y.first_token, rel=1e-9, abs=1e-9)
+        assert x.finished == pytest.approx(y.finished, rel=1e-9, abs=1e-9)
+    sa, sb = a.totals(), b.totals()
+    assert (sa.steps, sa.priority_preemptions, sa.pressure_preemptions, sa.swap_outs, sa.prefill_tokens) == \
+           (sb.steps, sb.priority_preemptions, sb.pressure_preemptions, sb.swap_outs, sb.prefill_tokens)
+
+
+CASES = [
+    ("tree", 3, 5.0, 0.3, tight(), 1),
+    ("chat", 24, 20.0, 0.2, tight(gpu_blocks=200, cpu_blocks=60), 2),
+    ("react", 16, 5.0, 0.5, tight(cpu_blocks=30, swap="per-block"), 2),
+    ("mixed", 10, 5.0, 0.3, tight(gpu_blocks=400, swap="recompute"), 2),
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_fast_forward_equals_step_by_step(case, policy):
+    workload, n, rate, scale, config, engines = case
+    programs = generate(workload, n, rate, 1, scale=scale)
+    fast = simulate(programs, policy, COST, engines, config=config, policy_config=LEVELS)
+    slow = simulate(programs, policy, COST, engines, config=config.replace(fast_forward=False),
+                    policy_config=LEVELS)
+    assert_same(fast, slow)
+    assert fast.events < slow.events  # fast-forward skipped steps
+
+
+def test_stress_case_exercises_the_machinery():
+    """The equality cases above are only meaningful if they preempt, swap, evict and promote."""
+    programs = generate("react", 16, 5.0, 1, scale=0.5)
+    res = simulate(programs, "mlfq", COST, 2, config=tight(cpu_blocks=30), policy_config=LEVELS)
+    t = res.totals()
+    assert t.priority_preemptions > 0 and t.pressure_preemptions > 0
+    assert t.swap_outs > 0 and t.recompute_preemptions > 0  # the swap pool fills up: fallback
+    programs = generate("tree", 3, 5.0, 1, scale=0.3)
+    t = simulate(programs, "fcfs-nocache", COST, config=tight(), policy_config=LEVELS).totals()
+    assert t.pressure_preemptions > 0
+
+
+def _check(engine: Engine) -> None:
+    kv = engine.kv
+    private = sum(engine._private(sc) for sc in engine.running)
+    assert kv.free >= 0 and kv.evictable >= 0
+    assert kv.free + kv.evictable + kv.pinned() + private == kv.gpu_blocks
+    assert kv.evictable == sum(kv.cached[s] for s in kv.lru)
+    assert kv.cpu_used == sum(sc.swapped for sc in engine.sims.values()) <= kv.cpu_blocks
+    assert len(engine.running) <= engine.config.max_num_seqs
+    if engine.levels is not None:
+        assert all(sc.level_slot == sc.call.level for sc in engine.running)
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "fcfs-nocache", "mlfq", "autellix", "srpt"])
+def test_kv_never_over_allocated_and_every_call_completes_once(policy, monkeypatch):
+    plan, finish = Engine.plan, Engine.finish_span
+
+    def checked_plan(self, now):
+        end = plan(self, now)
+        _check(self)
+        return end
+
+    def checked_finish(self):
+        done = finish(self)
+        _check(self)
+        return done
+
+    monkeypatch.setattr(Engine, "plan", checked_plan)
+    monkeypatch.setattr(Engine, "finish_span", checked_finish)
+    programs = generate("mixed", 10, 5.0, 3, scale=0.3)
+    cluster = Cluster(programs, policy, COST, 2, config=tight(gpu_blocks=300, cpu_blocks=30),
+                      policy_config=LEVELS)
+    res = cluster.run()
+    # conservation: every call of every program completed exactly once, with all its tokens
+    assert len(res.calls) == sum(p.num_calls for p in programs)
+    assert len({(c.program, c.index) for c in res.calls}) == len(res.calls)
+    for run in cluster.runs:
+        assert run.done == run.spec.num_calls and run.finished >= 0
+        for sc, spec in zip(run.sims, run.spec.calls):
+            assert sc.generated == spec.output_tokens and sc.finished >= sc.first_token >= sc.issued
+            deps = [run.sims[d].finished for d in spec.depends_on]
+            assert sc.issued >= max(deps, default=run.spec.arrival)
+    for engine in cluster.engines:
+        assert not engine.running and not engine.sims and engine.kv.cpu_used == 0
+        assert engine.kv.free + engine.kv.evictable == engine.kv.gpu_blocks
+    assert len(cluster.table) == 0  # finished programs leave the gateway's table
+
+
+def test_same_seed_same_result_and_different_seed_differs():
+    a = simulate(generate("chat", 40, 8.0, 7, scale=0.3), "autellix", COST, config=tight(gpu_blocks=2000))
+    b = simulate(generate("chat", 40, 8.0, 7, scale=0.3), "autellix", COST, config=tight(gpu_blocks=2000))
+    c = simulate(generate("chat", 40, 8.0, 8, scale=0.3), "autellix", COST, config=tight(gpu_blocks=2000))
+    assert outcomes(a) == outcomes(b)
+    assert outcomes(a) != outcomes(c)
+
+
+def test_prefix_cache_serves_chat_history():
+    programs = generate("chat", 20, 0.5, 2, scale=0.5)
+    cached = simulate(programs, "fcfs", COST)
+    plain = simulate(programs, "fcfs-nocache", COST)
+    later = [c for c in cached.calls if c.index > 0]
+    assert sum(c.hit_tokens for c in later) > 0.8 * sum(c.prompt_tokens for c in later) - 16 * len(later)
+    assert all(c.hit_tokens == 0 for c in plain.calls)
+    assert cached.totals().prefill_tokens < plain.totals().prefill_tokens
+    assert cached.summary().mean_latency < plain.summary().mean_latency
+
+
+def test_unloaded_engine_matches_the_cost_model():
+    """One call alone: TTFT is one prefill step, then one decode step per token."""
+    programs = generate("chat", 1, 1.0, 0, scale=0.2)[:1]
+    spec = programs[0].calls[0]
+    res = simulate(programs, "fcfs", COST)
+    call = res.calls[0]
+    assert call.ttft == pytest.approx(COST.step_time(0, 0, [(spec.prompt_tokens, 0)]))
+    decode = COST.decode_run_time(spec.output_tokens - 1, 1, spec.prompt_tokens + 1)
+    assert call.finished - call.first_token == pytest.approx(decode)
+
+
+def test_oversized_call_is_a_clear_error():
+    programs = generate("chat", 3, 1.0, 0)
+    with pytest.raises(ValueError, match="KV blocks"):
+        simulate(programs, "fcfs", COST, config=EngineConfig(gpu_blocks=20))
+
+
+def test_bad_engine_config():
+    with pytest.raises(ValueError, match="swap"):
+        EngineConfig(swap="sideways")
+    with pytest.raises(ValueError, match="max_batched_tokens"):
+        EngineConfig(max_num_seqs=64, max_batched_tokens=64)
+    with pytest.raises(ValueError, match="policy"):
+        simulate(generate("chat", 2, 1.0, 0), "lifo", COST)

@@ -1,0 +1,75 @@
+"""`autellix sim --workload ...`: sweep CLI, JSON shape, plot, and clear errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from autellix.cli import main
+from autellix.sim import hardware as hw
+
+ARGS = ["sim", "--workload", "chat", "--programs", "20", "--scale", "0.2", "--quiet"]
+
+
+def test_sweep_writes_json_table_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    assert main([*ARGS, "--policy", "fcfs,autellix", "--rates", "1,4", "--json", str(out),
+                 "--plot", str(png)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert [(r["policy"], r["rate"]) for r in rows] == [("fcfs", 1), ("autellix", 1), ("fcfs", 4),
+                                                        ("autellix", 4)]  # interleaved per rate
+    for r in rows:
+        for key in ("policy", "balancer", "engines", "rate", "programs", "mean_latency", "p95_latency",
+                    "p99_latency", "mean_jct"):
+            assert key in r
+        assert r["programs"] == 20 and r["engines"] == 1 and r["balancer"] == "locality"
+    assert {c["multiple"] for c in data["comparisons"]} == {2.0, 5.0, 10.0}
+    assert png.stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "mean_latency" in printed and "throughput at equal mean latency" in printed
+
+
+def test_multi_engine_sweep(tmp_path):
+    out = tmp_path / "r.json"
+    assert main([*ARGS, "--policy", "autellix", "--rates", "2", "--engines", "2", "--balancer",
+                 "round_robin", "--swap", "recompute", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["results"][0]
+    assert row["engines"] == 2 and row["balancer"] == "round_robin"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--workload", "poetry", "--rates", "1"], "unknown workload"),
+    (["--rates", ""], "at least one arrival rate"),
+    (["--rates", "1,x"], "comma-separated numbers"),
+    (["--rates", "0"], "must be > 0"),
+    (["--rates", "1", "--policy", "lifo"], "unknown 'lifo'"),
+    (["--rates", "1", "--balancer", "random"], "balancer"),
+    (["--rates", "1", "--swap", "sideways"], "swap"),
+    (["--rates", "1", "--hardware", "tpu"], "unknown hardware"),
+])
+def test_bad_input_is_a_clear_error(extra, message, capsys):
+    assert main([*ARGS, *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_calibration_file_missing_fields(tmp_path, capsys):
+    src = hw.find_calibration_file("h200_torch_profile.json")
+    data = json.loads(src.read_text())
+    del data["llama3.1-8b"]["swap"]["gather_one_copy_s"]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data))
+    assert main([*ARGS, "--rates", "1", "--calibration", str(bad)]) == 2
+    assert "gather_one_copy_s" in capsys.readouterr().err
+    good = tmp_path / "good.json"
+    shutil.copy(src, good)
+    assert main([*ARGS, "--rates", "1", "--policy", "fcfs", "--calibration", str(good)]) == 0
+
+
+def test_missing_workload_or_rates(capsys):
+    assert main(["sim", "--rates", "1"]) == 2
+    assert "--workload" in capsys.readouterr().err
+    assert main(["sim", "--workload", "chat"]) == 2
+    assert "--rates" in capsys.readouterr().err
