@@ -40,13 +40,7 @@ def step(policy, running: list[Call], seats: int) -> None:
     for call in running:
         policy.charge(call, decode_tokens=1)
     policy.tick(1)
-    batch = policy.schedule(running, SeatBudget(seats, len(running)))
-    for call in batch.preempted:
-        running.remove(call)
-        policy.on_preempt(call)
-    for call in batch.admitted:
-        policy.on_run(call)
-        running.append(call)
+    policy.apply(policy.schedule(running, SeatBudget(seats, len(running))), running)
 
 
 def main() -> None:

@@ -40,13 +40,7 @@ def test_policy_invariants(name, seats, script):
             active.append(call)
         elif op == "schedule":
             before = sorted(active, key=policy.rank)
-            batch = policy.schedule(running, SeatBudget(seats, len(running)))
-            for v in batch.preempted:
-                running.remove(v)
-                policy.on_preempt(v)
-            for c in batch.admitted:
-                policy.on_run(c)
-                running.append(c)
+            policy.apply(policy.schedule(running, SeatBudget(seats, len(running))), running)
             # With unbounded preemption and a seat budget, the batch is exactly a priority prefix.
             assert set(map(id, running)) == set(map(id, before[:min(seats, len(before))]))
         elif op == "charge" and running:

@@ -189,3 +189,13 @@ class Policy(ABC):
             budget.reserve(call)
             batch.admitted.append(call)
         return batch
+
+    def apply(self, batch: Batch, running: list[Call]) -> None:
+        """Carry out a decision for an engine that can always do what it was told: preempt, then admit,
+        keeping `running` (the engine's running list) in step."""
+        for call in batch.preempted:
+            running.remove(call)
+            self.on_preempt(call)
+        for call in batch.admitted:
+            self.on_run(call)
+            running.append(call)

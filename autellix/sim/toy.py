@@ -97,13 +97,7 @@ def run_toy(programs: Sequence[ToyProgram], policy_name: str, max_batch: int,
     while need:
         if t >= max_steps:
             raise RuntimeError(f"toy run did not finish in {max_steps} steps")
-        batch = policy.schedule(running, SeatBudget(max_batch, len(running)))
-        for call in batch.preempted:
-            running.remove(call)
-            policy.on_preempt(call)
-        for call in batch.admitted:
-            policy.on_run(call)
-            running.append(call)
+        policy.apply(policy.schedule(running, SeatBudget(max_batch, len(running))), running)
         for call in running:
             policy.charge(call, decode_tokens=1)
             need[call] -= 1
