@@ -71,6 +71,23 @@ def _chat(base: str, program: str, question: str, max_tokens: int) -> dict:
     return r.json()
 
 
+def _gauge(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def _await_gauges(base: str, running: int, waiting: int, timeout: float = 60.0) -> None:
+    """Block until the engine reports exactly these running/waiting counts (vLLM's Prometheus gauges)."""
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        seen = (_gauge(text, "vllm:num_requests_running"), _gauge(text, "vllm:num_requests_waiting"))
+        if seen == (running, waiting):
+            return
+        time.sleep(0.02)
+    pytest.fail(f"engine never reported running={running} waiting={waiting}; last seen {seen}")
+
+
 def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
     policy, base, log = engine
     tag = f"{policy}-{time.monotonic_ns()}"
@@ -87,16 +104,18 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
 
     threads = [
         threading.Thread(target=submit, args=("B", _complete, base, f"heavy-{tag}",
-                                              "List every number you know, one per line:", 160)),
+                                              "List every number you know, one per line:", 256)),
         threading.Thread(target=submit, args=("H", _complete, base, f"heavy-{tag}",
                                               "Describe the ocean in detail.", 24)),
         threading.Thread(target=submit, args=("F", _chat, base, f"fresh-{tag}",
                                               "What is the capital of France?", 40)),
     ]
+    # Each call is sent only once the engine has seen the previous one (its own gauges), so the order of
+    # arrival at the scheduler is fixed, not a race between HTTP threads on a loaded machine.
     threads[0].start()
-    time.sleep(1.5)  # B is running: it holds the only seat
+    _await_gauges(base, running=1, waiting=0)  # B is running: it holds the only seat
     threads[1].start()
-    time.sleep(0.5)
+    _await_gauges(base, running=1, waiting=1)  # H is queued behind it
     threads[2].start()
     for t in threads:
         t.join(timeout=300)
@@ -110,6 +129,6 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
     # Real text, and the long call's output is whole even if it was preempted and recomputed.
     answer = results["F"]["choices"][0]["message"]["content"]
     assert sum(ch.isalpha() for ch in answer) >= 5, answer
-    assert results["B"]["usage"]["completion_tokens"] == 160
+    assert results["B"]["usage"]["completion_tokens"] == 256
     assert len(results["B"]["choices"][0]["text"].split()) >= 20
     print(f"\n[{policy}] F answered: {answer!r}")
