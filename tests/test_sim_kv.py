@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from autellix.sim.decode import BLOCK, DecodeSet
+from autellix.sim.decode import DecodeSet
 from autellix.sim.kv import KVCache
 
 
@@ -52,9 +52,10 @@ def test_bad_pool_sizes():
         KVCache(0, 0)
 
 
-def test_decode_growth_matches_per_call_count():
+@pytest.mark.parametrize("block", [16, 128])  # vLLM's GPU and CPU block sizes
+def test_decode_growth_matches_per_call_count(block):
     rng = random.Random(0)
-    dec = DecodeSet()
+    dec = DecodeSet(block)
     calls = []
     for _ in range(40):
         class C:  # minimal stand-in with the fields DecodeSet touches
@@ -65,12 +66,12 @@ def test_decode_growth_matches_per_call_count():
         dec.add(c, start)
         calls.append((c, start, c.computed))
     step = 40
-    for k in (1, 7, 16, 33, 100):
+    for k in (1, 7, 16, 33, 100, 300):
         brute = 0
         for c, s0, c0 in calls:
             now = c0 + step - s0  # tokens at `step`
-            brute += -(-(now + k) // BLOCK) - -(-now // BLOCK)
+            brute += -(-(now + k) // block) - -(-now // block)
         assert dec.growth(step, k) == brute
     assert dec.ctx(step) == sum(c0 + step - s0 for _, s0, c0 in calls)
-    k = dec.steps_within(step, 50, 10_000)
+    k = dec.steps_within(step, 50, 100_000)
     assert dec.growth(step, k) <= 50 < dec.growth(step, k + 1)

@@ -67,6 +67,16 @@ def kv_capacity_from_metrics(text: str) -> int | None:
     return None
 
 
+def block_size_from_metrics(text: str) -> int | None:
+    """The engine's KV block size (tokens) from vLLM's `cache_config_info` labels."""
+    for line in text.splitlines():
+        if line.startswith("vllm:cache_config_info"):
+            size = re.search(r'block_size="(\d+)"', line)
+            if size:
+                return int(size.group(1))
+    return None
+
+
 def fit_prefill(m: Measurements) -> tuple[float, float, float, float]:
     """(a, b, c, mean relative error) of step(n) = a + b*n + c*n^2 on the overhead-corrected TTFTs."""
     n = np.array([p.n for p in m.prefill], float)
@@ -77,16 +87,17 @@ def fit_prefill(m: Measurements) -> tuple[float, float, float, float]:
 
 
 def build_profile(m: Measurements, key: str, facts: dict[str, Any], kv_capacity_tokens: int,
-                  device: str, target_url: str) -> dict[str, Any]:
+                  device: str, target_url: str, block_tokens: int = BLOCK_TOKENS) -> dict[str, Any]:
     """The calibration file's JSON object, with one model entry named `key`."""
     a, b, c, err = fit_prefill(m)
     kv_bytes = float(facts["kv_bytes_per_token"])
-    block_bytes = BLOCK_TOKENS * kv_bytes * 256
+    block_bytes = block_tokens * kv_bytes * 256
     gpu_mem = (facts["weight_GB"] + kv_capacity_tokens * kv_bytes / 1e9) / UTILIZATION * (1 + 1e-9)
     entry = {
         "config": facts["config"],
         "weight_GB": facts["weight_GB"],
         "kv_bytes_per_token": kv_bytes,
+        "block_tokens": block_tokens,
         "linear": [{"M": p.n, "s": a + b * p.n} for p in m.prefill],
         "decode": [{"B": d.B, "L": d.L, "eager_s": d.step_s, "graph_s": d.step_s} for d in m.decode],
         "prefill": [{"n": p.n, "attn_s": max(c * p.n * p.n, _MIN_ATTN_S)} for p in m.prefill],

@@ -78,6 +78,7 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--decode-tokens", type=int, default=32, help="output tokens per decode request")
     c.add_argument("--repeats", type=int, default=3, help="prefill repetitions (median)")
     c.add_argument("--kv-capacity-tokens", type=int, help="engine KV capacity (default: from its /metrics)")
+    c.add_argument("--block-size", type=int, help="engine KV block size in tokens (default: from its /metrics)")
     c.set_defaults(func=_cmd_calibrate)
 
 
@@ -93,7 +94,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 async def _calibrate(args: argparse.Namespace) -> int:
     from autellix.bench import calibrate as cal
-    from autellix.bench.calibration_file import build_profile, kv_capacity_from_metrics, model_facts
+    from autellix.bench.calibration_file import (block_size_from_metrics, build_profile,
+                                                 kv_capacity_from_metrics, model_facts)
     from autellix.bench.prompts import PromptBuilder, load_tokenizer, local_tokenizer_for
     from autellix.bench.targets import parse_target, probe
 
@@ -106,10 +108,12 @@ async def _calibrate(args: argparse.Namespace) -> int:
         facts = model_facts(root)
         if facts is None:
             raise ValueError(f"calibrate: model folder {root!r} is not on this machine: pass --model-path")
-        capacity = args.kv_capacity_tokens
-        if capacity is None:
-            r = await client.get(f"{target.base_url}/metrics")
-            capacity = kv_capacity_from_metrics(r.text) if r.status_code == 200 else None
+        r = await client.get(f"{target.base_url}/metrics")
+        metrics = r.text if r.status_code == 200 else ""
+        capacity = args.kv_capacity_tokens or kv_capacity_from_metrics(metrics)
+        block = args.block_size or block_size_from_metrics(metrics)
+        if block is None:
+            raise ValueError("calibrate: KV block size not in the engine's /metrics: pass --block-size")
         if capacity is None:
             raise ValueError("calibrate: KV capacity not in the engine's /metrics: pass --kv-capacity-tokens")
         builder = PromptBuilder(load_tokenizer(args.tokenizer or local_tokenizer_for(root)))
@@ -121,7 +125,7 @@ async def _calibrate(args: argparse.Namespace) -> int:
             args.contexts or cal.DEFAULT_CONTEXTS, args.decode_tokens, args.repeats, info.max_model_len,
             progress=lambda line: print("  " + line, file=sys.stderr))
     key = args.key or Path(model or "model").name
-    profile = build_profile(m, key, facts, capacity, args.device, target.base_url)
+    profile = build_profile(m, key, facts, capacity, args.device, target.base_url, block)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(profile, indent=1) + "\n")
     _report_fit(args.out, key)

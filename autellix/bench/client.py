@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 
 from autellix.bench.targets import describe_error
+from autellix.context import to_xargs
 
 
 @dataclass
@@ -49,7 +50,7 @@ def completion_body(model: str, prompt: str, max_tokens: int, program: str | Non
         "stream_options": {"include_usage": True},
     }
     if program is not None:
-        body["vllm_xargs"] = {"autellix_program": program, "autellix_thread": thread}
+        body["vllm_xargs"] = to_xargs(program, thread)
     if cache_salt:
         body["cache_salt"] = cache_salt
     return body

@@ -27,6 +27,7 @@ from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
+from autellix.context import to_xargs
 from autellix.engine.vllm import AutellixAsyncScheduler, AutellixScheduler
 
 BLOCK = 16
@@ -91,15 +92,10 @@ def make_request(xargs: Any = None, *, prompt_tokens: int = 20, max_tokens: int 
                    pooling_params=None, block_hasher=_hasher, arrival_time=arrival)
 
 
-def ctx(program: str, service: float | None = None, thread: str | None = None, wait: float | None = None):
-    x: dict[str, Any] = {"autellix_program": program}
-    if service is not None:
-        x["autellix_service"] = service
-    if thread is not None:
-        x["autellix_thread"] = thread
-    if wait is not None:
-        x["autellix_wait"] = wait
-    return x
+def ctx(program: str, service: float | None = None, thread: str = "0",
+        wait: float | None = None) -> dict[str, str | float]:
+    """A request's `extra_args` for a call of `program` (the gateway's wire format)."""
+    return to_xargs(program, thread, service, wait)
 
 
 @dataclass

@@ -24,7 +24,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ENGINE_POLICIES = ("vllm", "fcfs", "mlfq", "plas", "atlas", "autellix")
+from autellix.engine.config import PLUGIN_POLICIES
+
+ENGINE_POLICIES = ("vllm", *PLUGIN_POLICIES)  # `vllm`: the stock scheduler, no plugin
 SCHEDULER_CLS = "autellix.engine.vllm.AutellixScheduler"
 ASYNC_SCHEDULER_CLS = "autellix.engine.vllm.AutellixAsyncScheduler"
 DEFAULT_CPU_KV_GIB = "1"

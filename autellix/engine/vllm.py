@@ -18,25 +18,16 @@ Hooks (see docs/vllm-notes.md):
 - `_preempt_request` / `_free_request`  keep the policy's view in step (every preemption path and every
                      finish or abort path of vLLM goes through these two).
 
-Configuration (one path, read once when the engine starts): `AUTELLIX_POLICY` (fcfs, mlfq, plas, atlas,
-autellix; default autellix) and the `AUTELLIX_<FIELD>` variables of `PolicyConfig.from_env`. vLLM's
-`--additional-config '{"autellix": {"policy": "plas", "beta": 4}}'` overrides them field by field.
-
-Request context (`vllm_xargs`): `autellix_program` (program id), `autellix_thread`, `autellix_service` and
-`autellix_wait` (a gateway's snapshots of the program's service and wait). Anything missing or garbled
-makes the call an anonymous one-call program; each kind of problem is logged once.
+Configuration: `autellix.engine.config` (AUTELLIX_* variables or vLLM's `--additional-config`).
+Request context: `autellix.context` (the `vllm_xargs` fields). Anything missing or garbled makes the call
+an anonymous one-call program; each kind of problem is logged once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
-import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
@@ -44,113 +35,16 @@ from vllm.v1.core.sched.request_queue import SchedulingPolicy
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from autellix.context import MAX_ID, parse_context, short_repr
+from autellix.engine.config import resolve_config
 from autellix.engine.vllm_queue import LevelQueue
-from autellix.policy import ConfigError, Policy, PolicyConfig, make_policy
+from autellix.policy import Policy, make_policy
 from autellix.programs import Call, CallState, ProcessTable
 
 logger = logging.getLogger("vllm.autellix")  # under vLLM's logger: same handler and format as the engine
 
-PLUGIN_POLICIES = ("fcfs", "mlfq", "plas", "atlas", "autellix")
-XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT = (
-    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait")
-_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT))
-_MAX_ID = 256
 _EXPIRE_EVERY = 1024  # steps between process-table TTL sweeps
 _SCHEDULABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
-
-
-# -- request context --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProgramContext:
-    """What a request says about its program. `program=None`: an anonymous one-call program."""
-
-    program: str | None = None
-    thread: str = "0"
-    service: float | None = None
-    wait: float | None = None
-
-
-def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]]]:
-    """Read `autellix_*` fields from `extra_args`. Returns the context and a list of (kind, message)
-    problems. Never raises. Unknown `autellix_*` keys are reported and ignored; any invalid known field
-    drops the whole context (the call runs anonymous) rather than guessing what the client meant."""
-    if extra_args is None:
-        return ProgramContext(), []
-    if not isinstance(extra_args, Mapping):
-        return ProgramContext(), [("extra_args", f"extra_args is not an object: {_short(extra_args)}")]
-    problems = [(f"unknown:{k[:40]}", f"unknown key {_short(k)} ignored")
-                for k in extra_args if isinstance(k, str) and k.startswith("autellix_")
-                and k not in _KNOWN_XARGS]
-    if XARG_PROGRAM not in extra_args:
-        extra = [k for k in _KNOWN_XARGS - {XARG_PROGRAM} if k in extra_args]
-        if extra:
-            problems.append(("no-program", f"{sorted(extra)} given without {XARG_PROGRAM}; call runs anonymous"))
-        return ProgramContext(), problems
-    try:
-        ctx = ProgramContext(
-            program=_ident(XARG_PROGRAM, extra_args[XARG_PROGRAM]),
-            thread=_ident(XARG_THREAD, extra_args.get(XARG_THREAD, "0")),
-            service=_amount(XARG_SERVICE, extra_args.get(XARG_SERVICE)),
-            wait=_amount(XARG_WAIT, extra_args.get(XARG_WAIT)),
-        )
-    except ValueError as exc:
-        field, _, message = str(exc).partition(": ")
-        return ProgramContext(), problems + [(f"invalid:{field}", f"{exc}; call runs anonymous")]
-    return ctx, problems
-
-
-def _ident(field: str, value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"{field}: expected a string, got {type(value).__name__} {_short(value)}")
-    text = str(value)
-    if not text or len(text) > _MAX_ID:
-        raise ValueError(f"{field}: expected 1..{_MAX_ID} characters, got {len(text)}")
-    return text
-
-
-def _amount(field: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise ValueError(f"{field}: expected a number, got {_short(value)}") from None
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise ValueError(f"{field}: expected a number, got {type(value).__name__} {_short(value)}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{field}: expected a finite number >= 0, got {value}")
-    return value
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-# -- configuration ----------------------------------------------------------------------------------
-
-
-def resolve_config(additional_config: Any = None,
-                   environ: Mapping[str, str] | None = None) -> tuple[str, PolicyConfig]:
-    """Policy name and PolicyConfig from AUTELLIX_* variables, overridden by additional_config['autellix']."""
-    env = os.environ if environ is None else environ
-    name = env.get("AUTELLIX_POLICY", "autellix").strip().lower()
-    config = PolicyConfig.from_env(env)
-    override = additional_config.get("autellix") if isinstance(additional_config, Mapping) else None
-    if override:
-        if not isinstance(override, Mapping):
-            raise ConfigError(f"additional_config.autellix: expected an object, got {_short(override)}")
-        fields = dict(override)
-        name = str(fields.pop("policy", name)).strip().lower()
-        parsed = PolicyConfig.from_dict(fields)
-        config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in fields})
-    if name not in PLUGIN_POLICIES:
-        raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; choose one of {PLUGIN_POLICIES}")
-    return name, config
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
@@ -245,7 +139,7 @@ class _AutellixMixin:
         for kind, message in problems:
             self._problem(kind, message, request)
         rid = request.request_id
-        call_id = rid if isinstance(rid, str) and 0 < len(rid) <= _MAX_ID else None
+        call_id = rid if isinstance(rid, str) and 0 < len(rid) <= MAX_ID else None
         now = time.monotonic()
         try:
             return self.table.new_call(ctx.program, call_id, ctx.thread, request.num_prompt_tokens, now,
@@ -258,7 +152,7 @@ class _AutellixMixin:
         self.autellix_stats["problems"] += 1
         if kind not in self._logged:
             self._logged.add(kind)
-            logger.warning("autellix: request %s: %s (logged once per kind)", _short(request.request_id), message)
+            logger.warning("autellix: request %s: %s (logged once per kind)", short_repr(request.request_id), message)
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any):
         track = self._tracks.pop(request.request_id, None)

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
+from autellix.context import to_xargs
 from autellix.gateway.auth import Owner
 from autellix.gateway.engines import Engine, EnginePool, NoHealthyEngine
 from autellix.gateway.errors import GatewayError
@@ -92,8 +93,7 @@ def program_xargs(call: Call) -> dict[str, str | float]:
     one-call programs without keeping a table entry for each (their snapshots would be 0 anyway)."""
     if call.program.ephemeral:
         return {}
-    return {"autellix_program": call.program_id, "autellix_thread": call.thread,
-            "autellix_service": call.start_service, "autellix_wait": call.start_wait}
+    return to_xargs(call.program_id, call.thread, call.start_service, call.start_wait)
 
 
 def never_sent(exc: BaseException) -> bool:

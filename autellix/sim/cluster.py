@@ -61,7 +61,8 @@ class Cluster:
         self.shared = engines == 1
         if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
             self.engines[0].table = self.table
-        self.runs = [ProgramRun(p, self.policy_config.prefill_weight) for p in programs]
+        delay = self.config.request_overhead_s or 0.0
+        self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in programs]
         self.state = [IDLE] * engines
         self._heap: list[tuple] = []
         self._seq = itertools.count()
@@ -114,7 +115,7 @@ class Cluster:
             call = engine.table.new_call(pid, cid, thread, spec.prompt_tokens, now,
                                          service=gcall.start_service, wait=gcall.start_wait)
         call.remaining = run.work_left  # the SRPT oracle's knowledge; other policies ignore it
-        chain, base = run.chain(i, engine.kv.caching)
+        chain, base = run.chain(i, engine.res.block if engine.kv.caching else 0)
         sc = SimCall(call, gcall, run, i, spec.prompt_tokens, spec.output_tokens, chain, base, now)
         run.sims[i] = sc
         engine.receive(sc)

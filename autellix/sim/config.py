@@ -61,6 +61,10 @@ class EngineConfig:
     """Override the cost model's KV capacity (tests use small pools)."""
     cpu_blocks: int | None = None
     """Override the swap pool size in blocks."""
+    request_overhead_s: float | None = None
+    """Seconds from a call's issue to its arrival at the scheduler (client, HTTP, tokenisation; it delays
+    the call like a short tool pause, without using the engine). None: the calibration file's measured
+    `request_overhead_s` (`autellix calibrate` writes it; the GPU presets profile the engine alone: 0)."""
     fast_forward: bool = True
     """Advance many decode steps at once between events; False steps one at a time (reference)."""
 
@@ -74,6 +78,8 @@ class EngineConfig:
             raise ValueError(f"swap: unknown {self.swap!r}; choose one of {list(SWAP_MODES)}")
         if not 0 <= self.watermark < 1:
             raise ValueError(f"watermark: must be in [0, 1), got {self.watermark}")
+        if self.request_overhead_s is not None and not self.request_overhead_s >= 0:
+            raise ValueError(f"request_overhead_s: must be >= 0, got {self.request_overhead_s}")
         if self.swap_space_GB < 0:
             raise ValueError(f"swap_space_GB: must be >= 0, got {self.swap_space_GB}")
 

@@ -49,7 +49,7 @@ class CostModel:
     pf0: float
     pf1: float
     pf2: float
-    swap_out_many: float  # per 16-token block, all layers, K and V
+    swap_out_many: float  # per block (block_tokens tokens), all layers, K and V
     swap_out_batched: float
     swap_in_many: float
     swap_in_batched: float
@@ -58,6 +58,7 @@ class CostModel:
     overhead_s: float = 0.0  # CPU scheduling etc. per step; not in the profile, so 0 unless set
     kv_capacity_tokens: int = 0  # per engine (with tp > 1 each GPU holds its shard of every token)
     block_tokens: int = BLOCK_TOKENS
+    """The engine's KV block size (vLLM: 16 on GPU, 128 on CPU); prefix caching shares whole blocks."""
     tp: int = 1
     name: str = ""
 
@@ -204,8 +205,15 @@ def fit_cost_model(profile: dict, key: str, gpu: hw.GPU | None, gpu_mem_GB: floa
             break
         keep = nxt
     pf_floor, pf0, pf1, pf2 = _fit_prefill(pre[:, 0], pre[:, 1])
+    block = int(e.get("block_tokens", BLOCK_TOKENS))
+    if block < 1:
+        raise ValueError(f"calibration: {key}.block_tokens must be >= 1, got {block}")
     sw = e["swap"]
-    nb = float(sw["blocks"])
+    # Per engine block: the profile's swap copies moved `blocks` blocks of `bytes` in all (16 tokens each
+    # when `bytes` is absent); copy time scales with bytes.
+    swapped_tokens = float(sw["bytes"]) / float(e["kv_bytes_per_token"]) if "bytes" in sw \
+        else BLOCK_TOKENS * float(sw["blocks"])
+    nb = swapped_tokens / block
     out_many, out_b, in_b = sw["many_small_s"] / nb, sw["gather_one_copy_s"] / nb, sw["h2d_one_copy_s"] / nb
     ar_fixed = ar_tok = 0.0
     if tp > 1:  # 2 all-reduces per layer of M x D bf16; ring moves 2(tp-1)/tp of it per GPU. An ESTIMATE.
@@ -220,8 +228,9 @@ def fit_cost_model(profile: dict, key: str, gpu: hw.GPU | None, gpu_mem_GB: floa
         # Per-block H2D copies were not measured; they are latency-bound like the D2H ones, so reuse those.
         swap_out_many=out_many, swap_out_batched=out_b, swap_in_many=max(out_many, in_b), swap_in_batched=in_b,
         ar_fixed=ar_fixed, ar_per_token=ar_tok, overhead_s=overhead_s,
-        kv_capacity_tokens=kv_capacity_tokens(gpu_mem_GB, e["weight_GB"], e["kv_bytes_per_token"], utilization),
-        tp=tp, name=name or key)
+        kv_capacity_tokens=kv_capacity_tokens(gpu_mem_GB, e["weight_GB"], e["kv_bytes_per_token"], utilization,
+                                              block),
+        block_tokens=block, tp=tp, name=name or key)
 
 
 def load_cost_model(hardware: str | None = None, model: str = "llama3.1-8b", *, path: str | Path | None = None,

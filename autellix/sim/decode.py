@@ -4,9 +4,9 @@ Every decoding call gains exactly one token per engine step, so the set keeps ag
 analytically with the step counter instead of per-call state:
 - `n`: calls decoding;
 - the summed context (KV tokens attended to) at step s is ctx_ref + n * (s - ref_step);
-- `hist[r]`: calls that need a new KV block when executing a step s with s % BLOCK == r. A call with
-  c tokens at step s needs a block for step s exactly when c % BLOCK == 0, and c - s stays constant
-  while it decodes, so its class r = (s - c) % BLOCK never changes;
+- `hist[r]`: calls that need a new KV block when executing a step s with s % block == r. A call with
+  c tokens at step s needs a block for step s exactly when c % block == 0, and c - s stays constant
+  while it decodes, so its class r = (s - c) % block never changes;
 - `heap`: (step, admit_seq, version, call) per decoding call, the engine step of its next own event
   (completion or quantum expiry). Entries whose version differs from the call's are stale.
 """
@@ -17,17 +17,16 @@ import heapq
 
 from autellix.sim.request import SimCall
 
-BLOCK = 16
-
 
 class DecodeSet:
-    __slots__ = ("n", "ctx_ref", "ref_step", "hist", "heap")
+    __slots__ = ("block", "n", "ctx_ref", "ref_step", "hist", "heap")
 
-    def __init__(self) -> None:
+    def __init__(self, block: int) -> None:
+        self.block = block  # tokens per KV block
         self.n = 0
         self.ctx_ref = 0
         self.ref_step = 0
-        self.hist = [0] * BLOCK
+        self.hist = [0] * block
         self.heap: list[tuple[int, int, int, SimCall]] = []
 
     def ctx(self, step: int) -> int:
@@ -46,7 +45,7 @@ class DecodeSet:
         sc.generated0 = sc.generated
         self.n += 1
         self.ctx_ref += sc.computed
-        self.hist[(step - sc.computed) % BLOCK] += 1
+        self.hist[(step - sc.computed) % self.block] += 1
 
     def remove(self, sc: SimCall, step: int) -> None:
         """`sc` stops decoding at `step`; its computed/generated counters are brought up to date."""
@@ -56,18 +55,19 @@ class DecodeSet:
         sc.generated = sc.generated0 + done
         self.n -= 1
         self.ctx_ref -= sc.computed
-        self.hist[(sc.step0 - sc.computed0) % BLOCK] -= 1
+        self.hist[(sc.step0 - sc.computed0) % self.block] -= 1
         sc.event_version += 1
 
     def growth(self, step: int, k: int) -> int:
         """New KV blocks the decoding calls need to execute steps step .. step+k-1."""
         if k <= 0:
             return 0
-        full, part = divmod(k, BLOCK)
+        block = self.block
+        full, part = divmod(k, block)
         hist = self.hist
         need = full * self.n
         for j in range(step, step + part):
-            need += hist[j % BLOCK]
+            need += hist[j % block]
         return need
 
     def steps_within(self, step: int, blocks: int, limit: int) -> int:

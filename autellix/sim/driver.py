@@ -1,7 +1,8 @@
 """ProgramRun: drives one agent program through the simulator, issuing calls as dependencies finish.
 
-A call is *ready* when all its `depends_on` calls have finished; it is issued `tool_pause` seconds after
-the last of them (after the program's arrival for calls without dependencies). Calls on different
+A call is *ready* when all its `depends_on` calls have finished; it is issued `tool_pause` + `issue_delay`
+(the request overhead) seconds after the last of them (after the program's arrival for calls without
+dependencies). Calls on different
 threads whose dependencies are met run in parallel. The program completes when its last call does.
 
 The SRPT oracle's knowledge also lives here: `work_left` is the service the program still needs, counted
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autellix.sim.decode import BLOCK
 from autellix.sim.request import SimCall
 from autellix.workloads import ProgramSpec
 
@@ -22,6 +22,7 @@ from autellix.workloads import ProgramSpec
 class ProgramRun:
     spec: ProgramSpec
     prefill_weight: float
+    issue_delay: float = 0.0
     deps_left: list[int] = field(default_factory=list)
     children: list[list[int]] = field(default_factory=list)
     sims: list[SimCall | None] = field(default_factory=list)
@@ -52,17 +53,18 @@ class ProgramRun:
     def roots(self) -> list[tuple[float, int]]:
         """(issue time, call index) of the calls with no dependencies."""
         arrival, calls = self.spec.arrival, self.spec.calls
-        return [(arrival + calls[i].tool_pause, i) for i, n in enumerate(self.deps_left) if n == 0]
+        delay = arrival + self.issue_delay
+        return [(delay + calls[i].tool_pause, i) for i, n in enumerate(self.deps_left) if n == 0]
 
-    def chain(self, i: int, caching: bool) -> tuple[tuple, int]:
-        """(prefix-cache chain, its block count) of call i: its prefix call's chain plus the full blocks
-        of the prefix call's own part (the prefix call's prompt + output)."""
+    def chain(self, i: int, block: int) -> tuple[tuple, int]:
+        """(prefix-cache chain, its block count) of call i: its prefix call's chain plus the full
+        `block`-token blocks of the prefix call's own part (its prompt + output). block=0: no cache."""
         p = self.spec.calls[i].prefix_call
-        if not caching or p is None:
+        if not block or p is None:
             return (), 0
         parent = self.sims[p]
         assert parent is not None and parent.done, "a prefix call finishes before its successors issue"
-        base = (parent.prompt + parent.output) // BLOCK
+        base = (parent.prompt + parent.output) // block
         if base > parent.base:
             return parent.chain + ((parent, base - parent.base),), base
         return parent.chain, parent.base
@@ -78,5 +80,5 @@ class ProgramRun:
         for j in self.children[i]:
             self.deps_left[j] -= 1
             if self.deps_left[j] == 0:
-                ready.append((now + calls[j].tool_pause, j))
+                ready.append((now + self.issue_delay + calls[j].tool_pause, j))
         return ready

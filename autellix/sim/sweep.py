@@ -22,7 +22,7 @@ from autellix.policy import PolicyConfig
 from autellix.sim import hardware as hw
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SWAP_MODES, EngineConfig, sim_policy
-from autellix.sim.cost import BLOCK_TOKENS, CostModel, load_cost_model
+from autellix.sim.cost import CostModel, load_cost_model
 from autellix.workloads import WORKLOADS, ProgramSpec, generate
 
 TABLE_COLUMNS = ("policy", "rate", "mean_latency", "p95_latency", "p99_latency", "mean_jct", "mean_ttft",
@@ -71,8 +71,9 @@ class SweepSpec:
             raise ValueError(f"--scale: must be > 0, got {self.scale}")
 
 
-def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
-    """The fitted cost model and the swap pool size in blocks (swap_space_GB of host memory)."""
+def cost_model(spec: SweepSpec) -> tuple[CostModel, int, float]:
+    """The fitted cost model, the swap pool size in blocks (swap_space_GB of host memory) and the
+    profile's measured request overhead (s; 0 when it has none)."""
     cost = load_cost_model(spec.hardware, spec.model, path=spec.calibration)
     if spec.calibration:
         profile = hw.read_profile(spec.calibration)
@@ -80,8 +81,8 @@ def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
     else:
         profile = hw.read_profile(hw.find_calibration_file(hw.gpu_preset(spec.hardware).profile_file))
         key = hw.model_preset(spec.model).profile_key
-    per_block = float(profile[key]["kv_bytes_per_token"]) * BLOCK_TOKENS
-    return cost, int(spec.config.swap_space_GB * 1e9 // per_block)
+    per_block = float(profile[key]["kv_bytes_per_token"]) * cost.block_tokens
+    return cost, int(spec.config.swap_space_GB * 1e9 // per_block), float(profile.get("request_overhead_s", 0.0))
 
 
 @lru_cache(maxsize=2)
@@ -111,7 +112,9 @@ def run_sweep(spec: SweepSpec, progress: bool = True, jobs: int = 1) -> dict[str
     from tqdm import tqdm
 
     spec.validate()
-    cost, cpu_blocks = cost_model(spec)
+    cost, cpu_blocks, overhead = cost_model(spec)
+    if spec.config.request_overhead_s is None:
+        spec = dataclasses.replace(spec, config=spec.config.replace(request_overhead_s=overhead))
     tasks = [(spec, rate, p, cost, cpu_blocks) for rate in spec.rates for p in spec.policies]
     started = time.perf_counter()
     bar = tqdm(total=len(tasks), desc=f"sim {spec.workload}", unit="point", disable=not progress)
@@ -140,8 +143,9 @@ def _describe(spec: SweepSpec, cost: CostModel) -> dict[str, Any]:
     d["config"] = dataclasses.asdict(spec.config)
     d["policy_config"] = {k: v for k, v in dataclasses.asdict(spec.policy_config).items() if k != "extra"}
     d["cost_model"] = cost.name
-    d["kv_capacity_tokens"] = spec.config.gpu_blocks * BLOCK_TOKENS if spec.config.gpu_blocks \
+    d["kv_capacity_tokens"] = spec.config.gpu_blocks * cost.block_tokens if spec.config.gpu_blocks \
         else cost.kv_capacity_tokens
+    d["block_tokens"] = cost.block_tokens
     return d
 
 
@@ -172,6 +176,8 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-seqs", type=int, default=default.max_num_seqs)
     g.add_argument("--max-batched-tokens", type=int, default=default.max_batched_tokens)
     g.add_argument("--swap-space-gb", type=float, default=default.swap_space_GB)
+    g.add_argument("--request-overhead", type=float, metavar="S",
+                   help="seconds from a call's issue to the scheduler (default: the calibration's, else 0)")
     g.add_argument("--prefill-weight", type=float, help="service per computed prompt token (policy)")
     g.add_argument("--baselines", default="fcfs,fcfs-nocache", help="systems to compare against")
     g.add_argument("--targets", default=",".join(f"{m:g}" for m in DEFAULT_MULTIPLES),
@@ -187,7 +193,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if args.rates is None:
         raise ValueError("--rates is required, e.g. --rates 1,2,4")
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_batched_tokens,
-                          swap=args.swap, swap_space_GB=args.swap_space_gb)
+                          swap=args.swap, swap_space_GB=args.swap_space_gb,
+                          request_overhead_s=args.request_overhead)
     pconf = PolicyConfig.from_env()
     if args.prefill_weight is not None:
         pconf = pconf.replace(prefill_weight=args.prefill_weight)

@@ -64,7 +64,7 @@ class FakeOpenAIUpstream:
             "max_model_len": self.max_model_len}]})
 
     async def metrics(self, request: Request) -> Response:
-        return Response('vllm:cache_config_info{block_size="16",num_gpu_blocks="1000"} 1.0\n',
+        return Response('vllm:cache_config_info{block_size="128",num_gpu_blocks="125"} 1.0\n',
                         media_type="text/plain")
 
     async def completions(self, request: Request) -> Response:

@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from autellix.bench import calibrate as cal
-from autellix.bench.calibration_file import build_profile, kv_capacity_from_metrics, model_facts
+from autellix.bench.calibration_file import (block_size_from_metrics, build_profile, kv_capacity_from_metrics,
+                                             model_facts)
 from autellix.bench.cli import _calibrate
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.targets import parse_target
@@ -43,6 +44,8 @@ def test_model_facts_and_kv_capacity(tmp_path: Path) -> None:
     text = 'vllm:cache_config_info{block_size="128",kv_cache_size_tokens="93184",num_gpu_blocks="728"} 1.0'
     assert kv_capacity_from_metrics(text) == 93184
     assert kv_capacity_from_metrics('vllm:cache_config_info{block_size="16",num_gpu_blocks="10"} 1') == 160
+    assert block_size_from_metrics(text) == 128
+    assert block_size_from_metrics("vllm:num_requests_running 0") is None
 
 
 def test_measures_the_fakes_step_costs(serve_fake: ServeFake, builder: PromptBuilder, tmp_path: Path) -> None:
@@ -78,15 +81,17 @@ def test_calibrate_command_writes_a_loadable_file(serve_fake: ServeFake, tmp_pat
     args = type("Args", (), dict(
         target=url, out=str(tmp_path / "c.json"), key=None, model=None, model_path=None, tokenizer="gpt2",
         device="cpu", prefill_lengths=[16, 64, 256], batches=[1, 2], contexts=[32, 64], decode_tokens=6,
-        repeats=1, kv_capacity_tokens=None))()
+        repeats=1, kv_capacity_tokens=None, block_size=None))()
     assert asyncio.run(_calibrate(args)) == 0
     data = json.loads((tmp_path / "c.json").read_text())
-    assert data["fake-model"]["kv_capacity_tokens"] == 16000  # the fake's /metrics: 1000 blocks x 16
-    load_cost_model(path=tmp_path / "c.json", model="fake-model")
+    assert data["fake-model"]["kv_capacity_tokens"] == 16000  # the fake's /metrics: 125 blocks x 128
+    assert data["fake-model"]["block_tokens"] == 128
+    assert load_cost_model(path=tmp_path / "c.json", model="fake-model").block_tokens == 128
 
 
 def test_calibrate_reports_an_unreachable_engine(dead_url: str, tmp_path: Path) -> None:
     args = type("Args", (), dict(target=dead_url, out=str(tmp_path / "c.json"), key=None, model=None,
-                                 model_path=None, tokenizer="gpt2", kv_capacity_tokens=None))()
+                                 model_path=None, tokenizer="gpt2", kv_capacity_tokens=None,
+                                 block_size=None))()
     with pytest.raises(ValueError, match="did not answer"):
         asyncio.run(_calibrate(args))

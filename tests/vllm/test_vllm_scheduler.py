@@ -16,8 +16,7 @@ from vllm.v1.request import RequestStatus  # noqa: E402
 
 from autellix.engine.fake import FIRST_TOKEN, Runner, ctx, make_request, make_scheduler  # noqa: E402
 
-from autellix.engine.vllm import parse_context, resolve_config  # noqa: E402
-from autellix.policy import ConfigError  # noqa: E402
+from autellix.context import parse_context  # noqa: E402
 
 # Two levels [0, 8) and [8, inf), prompt tokens free: a call is demoted after 8 decode tokens.
 SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0}
@@ -291,20 +290,6 @@ def test_garbled_context_runs_anonymous_and_is_logged_once():
     assert len(sched.table) == 0
 
 
-def test_non_object_extra_args_are_reported():
-    # vLLM's API only lets an object through; the parser copes with anything regardless.
-    for junk in ("text", ["autellix_program", "p"], 7):
-        c, problems = parse_context(junk)
-        assert c.program is None and [k for k, _ in problems] == ["extra_args"]
-
-
-def test_valid_context_is_read_intact():
-    c, problems = parse_context({"autellix_program": "p1", "autellix_thread": 3, "autellix_service": "12.5",
-                                 "autellix_wait": 4, "kv_transfer_params": None})
-    assert problems == []
-    assert (c.program, c.thread, c.service, c.wait) == ("p1", "3", 12.5, 4.0)
-
-
 def test_gateway_snapshots_raise_the_table(monkeypatch):
     sched = make_scheduler("plas", max_num_seqs=1, **SMALL)
     run = Runner(sched)
@@ -316,16 +301,7 @@ def test_gateway_snapshots_raise_the_table(monkeypatch):
     assert sched.table.get("g").service == 32
 
 
-def test_configuration_path(monkeypatch):
-    env = {"AUTELLIX_POLICY": "plas", "AUTELLIX_BETA": "4", "AUTELLIX_MAX_PREEMPTIONS": "3"}
-    name, config = resolve_config({}, env)
-    assert (name, config.beta, config.max_preemptions) == ("plas", 4.0, 3)
-    name, config = resolve_config({"autellix": {"policy": "atlas", "beta": 2}}, env)
-    assert (name, config.beta, config.max_preemptions) == ("atlas", 2.0, 3)
-    assert resolve_config(None, {})[0] == "autellix"
-    for bad in ({"autellix": {"policy": "srpt"}}, {"autellix": {"bogus": 1}}, {"autellix": {"beta": -1}}):
-        with pytest.raises(ConfigError):
-            resolve_config(bad, {})
+def test_additional_config_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("AUTELLIX_POLICY", "mlfq")
     sched = make_scheduler("plas")  # additional_config wins over the environment
     assert sched.autellix_name == "plas"

@@ -1,0 +1,102 @@
+"""The program context a call carries to an engine (DESIGN.md §4): vLLM's `vllm_xargs` wire format.
+
+A request body's `vllm_xargs` reaches vLLM's scheduler as `sampling_params.extra_args`. Autellix puts
+four fields there: `autellix_program` (program id), `autellix_thread`, and `autellix_service` /
+`autellix_wait` (a gateway's snapshots of the program's service and wait when the call arrived).
+The gateway and the benchmark write them with `to_xargs`; the engine plugin reads them with
+`parse_context`. Pure Python: no vLLM import.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from numbers import Real
+from typing import Any
+
+XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT = (
+    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait")
+_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT))
+MAX_ID = 256  # longest program or thread id accepted
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramContext:
+    """What a request says about its program. `program=None`: an anonymous one-call program."""
+
+    program: str | None = None
+    thread: str = "0"
+    service: float | None = None
+    wait: float | None = None
+
+
+def to_xargs(program: str, thread: str = "0", service: float | None = None,
+             wait: float | None = None) -> dict[str, str | float]:
+    """The `vllm_xargs` fields for a call of `program`; snapshots only when given."""
+    xargs: dict[str, str | float] = {XARG_PROGRAM: program, XARG_THREAD: thread}
+    if service is not None:
+        xargs[XARG_SERVICE] = service
+    if wait is not None:
+        xargs[XARG_WAIT] = wait
+    return xargs
+
+
+def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]]]:
+    """Read `autellix_*` fields from `extra_args`. Returns the context and a list of (kind, message)
+    problems. Never raises. Unknown `autellix_*` keys are reported and ignored; any invalid known field
+    drops the whole context (the call runs anonymous) rather than guessing what the client meant."""
+    if extra_args is None:
+        return ProgramContext(), []
+    if not isinstance(extra_args, Mapping):
+        return ProgramContext(), [("extra_args", f"extra_args is not an object: {short_repr(extra_args)}")]
+    problems = [(f"unknown:{k[:40]}", f"unknown key {short_repr(k)} ignored")
+                for k in extra_args if isinstance(k, str) and k.startswith("autellix_")
+                and k not in _KNOWN_XARGS]
+    if XARG_PROGRAM not in extra_args:
+        extra = [k for k in _KNOWN_XARGS - {XARG_PROGRAM} if k in extra_args]
+        if extra:
+            problems.append(("no-program", f"{sorted(extra)} given without {XARG_PROGRAM}; call runs anonymous"))
+        return ProgramContext(), problems
+    try:
+        ctx = ProgramContext(
+            program=_ident(XARG_PROGRAM, extra_args[XARG_PROGRAM]),
+            thread=_ident(XARG_THREAD, extra_args.get(XARG_THREAD, "0")),
+            service=_amount(XARG_SERVICE, extra_args.get(XARG_SERVICE)),
+            wait=_amount(XARG_WAIT, extra_args.get(XARG_WAIT)),
+        )
+    except ValueError as exc:
+        field = str(exc).partition(": ")[0]
+        return ProgramContext(), problems + [(f"invalid:{field}", f"{exc}; call runs anonymous")]
+    return ctx, problems
+
+
+def _ident(field: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"{field}: expected a string, got {type(value).__name__} {short_repr(value)}")
+    text = str(value)
+    if not text or len(text) > MAX_ID:
+        raise ValueError(f"{field}: expected 1..{MAX_ID} characters, got {len(text)}")
+    return text
+
+
+def _amount(field: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ValueError(f"{field}: expected a number, got {short_repr(value)}") from None
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{field}: expected a number, got {type(value).__name__} {short_repr(value)}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{field}: expected a finite number >= 0, got {value}")
+    return value
+
+
+def short_repr(value: Any) -> str:
+    """repr() cut to 60 characters, for log lines that must not echo huge client input."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,0 +1,49 @@
+"""The vllm_xargs wire format and the engine plugin's configuration path (pure Python, no vLLM)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from autellix.context import MAX_ID, parse_context, to_xargs
+from autellix.engine.config import resolve_config
+from autellix.policy import ConfigError
+
+
+def test_non_object_extra_args_are_reported():
+    # vLLM's API only lets an object through; the parser copes with anything regardless.
+    for junk in ("text", ["autellix_program", "p"], 7):
+        c, problems = parse_context(junk)
+        assert c.program is None and [k for k, _ in problems] == ["extra_args"]
+
+
+def test_valid_context_is_read_intact():
+    c, problems = parse_context({"autellix_program": "p1", "autellix_thread": 3, "autellix_service": "12.5",
+                                 "autellix_wait": 4, "kv_transfer_params": None})
+    assert problems == []
+    assert (c.program, c.thread, c.service, c.wait) == ("p1", "3", 12.5, 4.0)
+
+
+ids = st.text(min_size=1, max_size=MAX_ID)
+amounts = st.none() | st.floats(min_value=0, max_value=1e12)
+
+
+@given(ids, ids, amounts, amounts)
+def test_what_the_gateway_writes_the_engine_reads(program, thread, service, wait):
+    c, problems = parse_context(to_xargs(program, thread, service, wait))
+    assert problems == []
+    assert (c.program, c.thread, c.service, c.wait) == (program, thread, service, wait)
+
+
+def test_configuration_path():
+    env = {"AUTELLIX_POLICY": "plas", "AUTELLIX_BETA": "4", "AUTELLIX_MAX_PREEMPTIONS": "3"}
+    name, config = resolve_config({}, env)
+    assert (name, config.beta, config.max_preemptions) == ("plas", 4.0, 3)
+    name, config = resolve_config({"autellix": {"policy": "atlas", "beta": 2}}, env)
+    assert (name, config.beta, config.max_preemptions) == ("atlas", 2.0, 3)
+    assert resolve_config(None, {})[0] == "autellix"
+    for bad in ({"autellix": {"policy": "srpt"}}, {"autellix": {"bogus": 1}}, {"autellix": {"beta": -1}},
+                {"autellix": "plas"}):
+        with pytest.raises(ConfigError):
+            resolve_config(bad, {})
