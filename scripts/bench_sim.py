@@ -25,7 +25,7 @@ POINTS = (("chat", 1000, 3.0, 20.0), ("mixed", 10_000, 3.0, 180.0))
 def bench(workload: str, n: int, rate: float, policy: str,
           fast_forward: bool = True) -> tuple[float, float, int]:
     """(generate seconds, simulate seconds, events) of one point."""
-    cost, cpu_blocks, _ = cost_model(SweepSpec(workload, (policy,), (rate,)))
+    cost, cpu_blocks = cost_model(SweepSpec(workload, (policy,), (rate,)))
     t0 = time.perf_counter()
     programs = generate(workload, n, rate, 0)
     t1 = time.perf_counter()

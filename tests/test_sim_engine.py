@@ -181,6 +181,11 @@ def test_request_overhead_delays_each_call_of_a_lone_program():
     for i, (a, b) in enumerate(zip(base.calls, late.calls)):
         assert b.finished - a.finished == pytest.approx((i + 1) * d)
         assert b.ttft == pytest.approx(a.ttft)
+    # Unset, it is the cost model's (a calibration file's measurement); set, the config wins.
+    measured = dataclasses.replace(COST, request_overhead_s=d)
+    assert outcomes(simulate(programs, "plas", measured)) == outcomes(late)
+    assert outcomes(simulate(programs, "plas", measured, config=EngineConfig(request_overhead_s=0))) == \
+        outcomes(base)
     with pytest.raises(ValueError, match="request_overhead_s"):
         EngineConfig(request_overhead_s=-1)
 

@@ -63,8 +63,8 @@ class EngineConfig:
     """Override the swap pool size in blocks."""
     request_overhead_s: float | None = None
     """Seconds from a call's issue to its arrival at the scheduler (client, HTTP, tokenisation; it delays
-    the call like a short tool pause, without using the engine). None: the calibration file's measured
-    `request_overhead_s` (`autellix calibrate` writes it; the GPU presets profile the engine alone: 0)."""
+    the call like a short tool pause, without using the engine). None: the cost model's
+    `request_overhead_s` (its calibration file's measurement; 0 for the GPU presets)."""
     fast_forward: bool = True
     """Advance many decode steps at once between events; False steps one at a time (reference)."""
 

@@ -56,6 +56,9 @@ class CostModel:
     ar_fixed: float = 0.0  # tensor-parallel all-reduce: per step latency (0 when tp == 1) -- an estimate
     ar_per_token: float = 0.0
     overhead_s: float = 0.0  # CPU scheduling etc. per step; not in the profile, so 0 unless set
+    request_overhead_s: float = 0.0
+    """Per call, issue to scheduler (HTTP, tokenisation): a profile's measured `request_overhead_s`
+    (`autellix calibrate` writes it; the GPU profiles time the engine alone, so 0)."""
     kv_capacity_tokens: int = 0  # per engine (with tp > 1 each GPU holds its shard of every token)
     block_tokens: int = BLOCK_TOKENS
     """The engine's KV block size (vLLM: 16 on GPU, 128 on CPU); prefix caching shares whole blocks."""
@@ -228,6 +231,7 @@ def fit_cost_model(profile: dict, key: str, gpu: hw.GPU | None, gpu_mem_GB: floa
         # Per-block H2D copies were not measured; they are latency-bound like the D2H ones, so reuse those.
         swap_out_many=out_many, swap_out_batched=out_b, swap_in_many=max(out_many, in_b), swap_in_batched=in_b,
         ar_fixed=ar_fixed, ar_per_token=ar_tok, overhead_s=overhead_s,
+        request_overhead_s=float(profile.get("request_overhead_s", 0.0)),
         kv_capacity_tokens=kv_capacity_tokens(gpu_mem_GB, e["weight_GB"], e["kv_bytes_per_token"], utilization,
                                               block),
         block_tokens=block, tp=tp, name=name or key)

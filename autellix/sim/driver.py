@@ -2,8 +2,7 @@
 
 A call is *ready* when all its `depends_on` calls have finished; it is issued `tool_pause` + `issue_delay`
 (the request overhead) seconds after the last of them (after the program's arrival for calls without
-dependencies). Calls on different
-threads whose dependencies are met run in parallel. The program completes when its last call does.
+dependencies). Calls on different threads whose dependencies are met run in parallel. The program completes when its last call does.
 
 The SRPT oracle's knowledge also lives here: `work_left` is the service the program still needs, counted
 like the policy counts it (decode tokens + prefill_weight x prompt tokens beyond the prefix-call history,
@@ -53,8 +52,8 @@ class ProgramRun:
     def roots(self) -> list[tuple[float, int]]:
         """(issue time, call index) of the calls with no dependencies."""
         arrival, calls = self.spec.arrival, self.spec.calls
-        delay = arrival + self.issue_delay
-        return [(delay + calls[i].tool_pause, i) for i, n in enumerate(self.deps_left) if n == 0]
+        start = arrival + self.issue_delay
+        return [(start + calls[i].tool_pause, i) for i, n in enumerate(self.deps_left) if n == 0]
 
     def chain(self, i: int, block: int) -> tuple[tuple, int]:
         """(prefix-cache chain, its block count) of call i: its prefix call's chain plus the full

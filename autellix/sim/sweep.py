@@ -71,9 +71,8 @@ class SweepSpec:
             raise ValueError(f"--scale: must be > 0, got {self.scale}")
 
 
-def cost_model(spec: SweepSpec) -> tuple[CostModel, int, float]:
-    """The fitted cost model, the swap pool size in blocks (swap_space_GB of host memory) and the
-    profile's measured request overhead (s; 0 when it has none)."""
+def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
+    """The fitted cost model and the swap pool size in blocks (swap_space_GB of host memory)."""
     cost = load_cost_model(spec.hardware, spec.model, path=spec.calibration)
     if spec.calibration:
         profile = hw.read_profile(spec.calibration)
@@ -82,7 +81,7 @@ def cost_model(spec: SweepSpec) -> tuple[CostModel, int, float]:
         profile = hw.read_profile(hw.find_calibration_file(hw.gpu_preset(spec.hardware).profile_file))
         key = hw.model_preset(spec.model).profile_key
     per_block = float(profile[key]["kv_bytes_per_token"]) * cost.block_tokens
-    return cost, int(spec.config.swap_space_GB * 1e9 // per_block), float(profile.get("request_overhead_s", 0.0))
+    return cost, int(spec.config.swap_space_GB * 1e9 // per_block)
 
 
 @lru_cache(maxsize=2)
@@ -112,9 +111,7 @@ def run_sweep(spec: SweepSpec, progress: bool = True, jobs: int = 1) -> dict[str
     from tqdm import tqdm
 
     spec.validate()
-    cost, cpu_blocks, overhead = cost_model(spec)
-    if spec.config.request_overhead_s is None:
-        spec = dataclasses.replace(spec, config=spec.config.replace(request_overhead_s=overhead))
+    cost, cpu_blocks = cost_model(spec)
     tasks = [(spec, rate, p, cost, cpu_blocks) for rate in spec.rates for p in spec.policies]
     started = time.perf_counter()
     bar = tqdm(total=len(tasks), desc=f"sim {spec.workload}", unit="point", disable=not progress)
@@ -146,6 +143,8 @@ def _describe(spec: SweepSpec, cost: CostModel) -> dict[str, Any]:
     d["kv_capacity_tokens"] = spec.config.gpu_blocks * cost.block_tokens if spec.config.gpu_blocks \
         else cost.kv_capacity_tokens
     d["block_tokens"] = cost.block_tokens
+    overhead = spec.config.request_overhead_s
+    d["request_overhead_s"] = cost.request_overhead_s if overhead is None else overhead
     return d
 
 

@@ -86,7 +86,8 @@ def test_calibrate_command_writes_a_loadable_file(serve_fake: ServeFake, tmp_pat
     data = json.loads((tmp_path / "c.json").read_text())
     assert data["fake-model"]["kv_capacity_tokens"] == 16000  # the fake's /metrics: 125 blocks x 128
     assert data["fake-model"]["block_tokens"] == 128
-    assert load_cost_model(path=tmp_path / "c.json", model="fake-model").block_tokens == 128
+    cm = load_cost_model(path=tmp_path / "c.json", model="fake-model")
+    assert cm.block_tokens == 128 and cm.request_overhead_s == data["request_overhead_s"] > 0
 
 
 def test_calibrate_reports_an_unreachable_engine(dead_url: str, tmp_path: Path) -> None:
