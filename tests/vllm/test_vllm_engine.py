@@ -46,13 +46,23 @@ def engine(request, model_dir, tmp_path_factory):
     log = tmp_path_factory.mktemp(f"engine-{policy}") / "engine.log"
     proc = start_engine(str(model_dir), policy, port, log=log, max_num_seqs=1, eager=True,
                         env={"AUTELLIX_BOUNDARIES": "0,32,inf"})
+    base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(port, proc, timeout=600)
-    except Exception:
+        # The port was free when picked, not necessarily when the engine bound it: make sure the server
+        # that answers is this engine (alive, and exporting vLLM's scheduler gauges).
+        assert proc.poll() is None, "the engine exited after the port answered"
+        assert "vllm:num_requests_running" in httpx.get(f"{base}/metrics", timeout=10).text, \
+            f"port {port} is answered by something other than the engine"
+    except Exception as e:
         stop_engine(proc)
-        pytest.fail(f"engine did not start:\n{log.read_text()[-4000:]}")
-    yield policy, f"http://127.0.0.1:{port}", log
+        pytest.fail(f"engine did not start ({e}):\n{_tail(log)}")
+    yield policy, base, log
     stop_engine(proc)
+
+
+def _tail(log: Path, chars: int = 4000) -> str:
+    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
 
 
 def _complete(base: str, program: str, prompt: str, max_tokens: int, ignore_eos: bool = True) -> dict:
@@ -75,17 +85,20 @@ def _gauge(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def _await_gauges(base: str, running: int, waiting: int, timeout: float = 60.0) -> None:
-    """Block until the engine reports exactly these running/waiting counts (vLLM's Prometheus gauges)."""
+def _await_gauges(base: str, log: Path, running: int, waiting: int, errors: dict[str, BaseException],
+                  timeout: float = 240.0) -> None:
+    """Block until the engine reports exactly these running/waiting counts (vLLM's Prometheus gauges).
+    The gauges move only when the engine finishes a step, so a slow machine gets a generous timeout."""
     deadline = time.monotonic() + timeout
     seen = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not errors:
         text = httpx.get(f"{base}/metrics", timeout=10).text
         seen = (_gauge(text, "vllm:num_requests_running"), _gauge(text, "vllm:num_requests_waiting"))
         if seen == (running, waiting):
             return
         time.sleep(0.02)
-    pytest.fail(f"engine never reported running={running} waiting={waiting}; last seen {seen}")
+    pytest.fail(f"engine never reported running={running} waiting={waiting}; last seen {seen}; "
+                f"call errors {errors!r}\nengine log:\n{_tail(log)}")
 
 
 def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
@@ -97,9 +110,14 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
 
     done: dict[str, float] = {}
     results: dict[str, dict] = {}
+    errors: dict[str, BaseException] = {}
 
     def submit(name, fn, *args):
-        results[name] = fn(*args)
+        try:
+            results[name] = fn(*args)
+        except BaseException as e:  # surfaced by _await_gauges and the final assert, not lost in a thread
+            errors[name] = e
+            return
         done[name] = time.monotonic()
 
     threads = [
@@ -113,13 +131,13 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
     # Each call is sent only once the engine has seen the previous one (its own gauges), so the order of
     # arrival at the scheduler is fixed, not a race between HTTP threads on a loaded machine.
     threads[0].start()
-    _await_gauges(base, running=1, waiting=0)  # B is running: it holds the only seat
+    _await_gauges(base, log, running=1, waiting=0, errors=errors)  # B is running: it holds the only seat
     threads[1].start()
-    _await_gauges(base, running=1, waiting=1)  # H is queued behind it
+    _await_gauges(base, log, running=1, waiting=1, errors=errors)  # H is queued behind it
     threads[2].start()
     for t in threads:
         t.join(timeout=300)
-    assert set(done) == {"B", "H", "F"}, f"calls did not finish; log: {log}"
+    assert set(done) == {"B", "H", "F"}, f"calls did not finish: {errors!r}\nengine log:\n{_tail(log)}"
 
     if policy == "plas":
         assert done["F"] < done["H"] and done["F"] < done["B"], done
