@@ -39,6 +39,7 @@ class StreamResult:
     t_last: float = 0.0
     disconnected: bool = False
     error: GatewayError | None = None
+    ended: bool = False  # the engine sent [DONE] (its connection may stay open a little longer)
 
 
 async def wait_disconnect(receive: Receive) -> None:
@@ -98,14 +99,16 @@ class RelayStream:
                     continue
                 out = self._filter(buffer[:cut + 2])
                 buffer = buffer[cut + 2:]
+                if self.result.ended:  # see below: charge before the client sees [DONE]
+                    self._done()
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = buffer
         except (TimeoutError, aiohttp.ClientError) as exc:
             error = self.result.error = self.on_error(exc)
             tail = error.sse_event() if self.sse else b""
-        # Charge the call before the client sees the end of the stream, so that a client reading its
-        # program right after the stream already sees this call's service.
+        # Charge the call before the client sees the end of the stream ([DONE], or the last byte when an
+        # engine sends none), so that a client reading its program right after already sees this call.
         self._done()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
@@ -134,7 +137,9 @@ class RelayStream:
                         if not self.strip_usage:
                             kept.append(event)
                         continue
-            if not event.startswith(_DONE):
+            if event.startswith(_DONE):
+                result.ended = True
+            else:
                 if not result.events:
                     result.t_first = now
                 result.events += 1

@@ -7,6 +7,7 @@ Behaviour, chosen per request:
   `cached_tokens` = FakeEngine.cached when set.
 - a prompt containing "OVERSIZED" answers 400 like vLLM's context-length error.
 - FakeEngine.token_delay seconds between streamed tokens (and per token before a non-stream answer).
+- FakeEngine.linger seconds a stream stays open after its [DONE] event (a slow connection close).
 Every request body is recorded in `requests`; cancelled calls (client went away) are counted.
 
 Run standalone (for tests that kill the engine process):  python fake_engine.py --port PORT
@@ -37,9 +38,11 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 
 class FakeEngine:
-    def __init__(self, name: str = "fake", token_delay: float = 0.0, cached: int = 0) -> None:
+    def __init__(self, name: str = "fake", token_delay: float = 0.0, cached: int = 0,
+                 linger: float = 0.0) -> None:
         self.name = name
         self.token_delay = token_delay
+        self.linger = linger
         self.cached = cached
         self.healthy = True
         self.requests: list[dict[str, Any]] = []
@@ -114,6 +117,8 @@ class FakeEngine:
                 yield f"data: {json.dumps({'id': 'cmpl-fake', 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
             self.completed += 1
+            if self.linger:
+                await asyncio.sleep(self.linger)
         except asyncio.CancelledError:
             self.cancelled += 1
             raise

@@ -56,6 +56,20 @@ def test_stream_usage_requested_then_stripped(harness: Harness) -> None:
     assert harness.client.get("/v1/programs/s").json()["service"] == 4 + 0.25 * (len("hello") // 4)
 
 
+def test_stream_is_charged_before_the_client_sees_done(make_harness: MakeHarness) -> None:
+    # The engine keeps its connection open after [DONE]: a client that has read [DONE] (the OpenAI SDK
+    # stops there) and asks about its program at once, stream still open, sees the call completed.
+    h = make_harness(linger=3.0)
+    with h.client.stream("POST", "/v1/chat/completions", json=chat(stream=True, max_tokens=4),
+                         headers={"X-Program-ID": "d"}) as r:
+        lines = r.iter_lines()  # kept open: leaving a `for` over it would close the stream
+        while next(lines) != "data: [DONE]":
+            pass
+        info = h.client.get("/v1/programs/d").json()
+    assert info["completed_calls"] == 1 and info["active_calls"] == []
+    assert info["service"] == 4 + 0.25 * (len("hello") // 4)
+
+
 def test_stream_usage_kept_when_client_asked(harness: Harness) -> None:
     body = chat(stream=True, max_tokens=3, stream_options={"include_usage": True})
     events = sse_events(harness.client.post("/v1/chat/completions", json=body).content)
