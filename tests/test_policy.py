@@ -10,7 +10,7 @@ from autellix.policy import ATLAS, FCFS, MLFQ, PLAS, SRPT, PolicyConfig, SeatBud
 from autellix.policy.config import ConfigError
 from autellix.programs import CallState, ProcessTable
 
-CFG = PolicyConfig(boundaries=(0, 10, 20, 40, math.inf), beta=4)
+CFG = PolicyConfig(boundaries=(0, 10, 20, 40, math.inf), beta=4, preempt_gap=1)  # any better level preempts
 
 
 def arrive(table: ProcessTable, policy, program: str, thread: str = "0", **kw):
@@ -115,6 +115,19 @@ def test_preemption_for_a_clearly_better_waiting_call_only():
     better = arrive(table, p, "better")
     batch = p.schedule([r], SeatBudget(1, 1))
     assert (batch.preempted, batch.admitted) == ([r], [better])
+
+
+def test_preempt_gap_requires_a_clearly_better_level():
+    table, p = ProcessTable(), PLAS(CFG.replace(preempt_gap=2))
+    r = run(p, arrive(table, p, "long"))
+    p.charge(r, decode_tokens=25)  # level 2
+    table.start("one_better").service = 12
+    one = arrive(table, p, "one_better")  # level 1: better, but by less than the gap
+    assert p.schedule([r], SeatBudget(1, 1)).preempted == []
+    p.remove(one)
+    two = arrive(table, p, "two_better")  # level 0: two levels better
+    batch = p.schedule([r], SeatBudget(1, 1))
+    assert (batch.preempted, batch.admitted) == ([r], [two])
 
 
 def test_preemptions_per_schedule_are_bounded():
@@ -246,6 +259,7 @@ def test_lifecycle_guards():
     ({"beta": 0}, "beta"),
     ({"prefill_weight": -1}, "prefill_weight"),
     ({"max_preemptions": -1}, "max_preemptions"),
+    ({"preempt_gap": 0}, "preempt_gap"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -254,8 +268,10 @@ def test_bad_config_names_the_field(kwargs, field):
 
 def test_config_from_env_and_dict():
     cfg = PolicyConfig.from_env({"AUTELLIX_BETA": "2.5", "AUTELLIX_BOUNDARIES": "0,64,inf",
-                                 "AUTELLIX_MAX_PREEMPTIONS": "4", "AUTELLIX_STARVATION": "off"})
-    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation) == (2.5, (0, 64, math.inf), 4, False)
+                                 "AUTELLIX_MAX_PREEMPTIONS": "4", "AUTELLIX_STARVATION": "off",
+                                 "AUTELLIX_PREEMPT_GAP": "3"})
+    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap) == \
+        (2.5, (0, 64, math.inf), 4, False, 3)
     with pytest.raises(ConfigError, match="bogus"):
         PolicyConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="beta"):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from autellix.policy import POLICIES, PolicyConfig, SeatBudget, make_policy
 from autellix.programs import CallState, ProcessTable
 
-CFG = PolicyConfig(boundaries=(0, 4, 8, 16, 32, math.inf), beta=3, max_preemptions=1_000)
+CFG = PolicyConfig(boundaries=(0, 4, 8, 16, 32, math.inf), beta=3, max_preemptions=1_000, preempt_gap=1)
 
 ops = st.lists(
     st.tuples(st.sampled_from(["arrive", "schedule", "charge", "tick", "finish"]),

@@ -30,7 +30,7 @@ class PolicyConfig:
     Invariants (checked in `__post_init__`): `boundaries` start at 0, rise strictly and end at infinity,
     so K = len(boundaries) - 1 levels partition [0, inf); `quanta` has K positive entries (the last may be
     infinite) or is None, meaning each level's width; `beta` > 0; `prefill_weight` >= 0;
-    `max_preemptions` >= 0.
+    `max_preemptions` >= 0; `preempt_gap` >= 1.
     """
 
     boundaries: tuple[float, ...] = DEFAULT_BOUNDARIES
@@ -45,6 +45,11 @@ class PolicyConfig:
     """Service charged per computed prompt token, in decode-token units."""
     max_preemptions: int = 2
     """Most running calls one schedule() may preempt (bounds recompute churn)."""
+    preempt_gap: int = 3
+    """A waiting call displaces a running one only if its level is at least this many levels better
+    (level policies; 1: any better level). Default 3 (with the default boundaries: the waiter's program
+    has received under about a quarter of the victim's service): measured in docs/policy.md, a preemption
+    for a merely better level costs more (swap or recompute, lost batch slot) than the order gains."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -74,6 +79,8 @@ class PolicyConfig:
             raise ConfigError(f"prefill_weight: must be >= 0, got {self.prefill_weight}")
         if self.max_preemptions < 0:
             raise ConfigError(f"max_preemptions: must be >= 0, got {self.max_preemptions}")
+        if self.preempt_gap < 1:
+            raise ConfigError(f"preempt_gap: must be >= 1, got {self.preempt_gap}")
         if not self.table_ttl > 0:
             raise ConfigError(f"table_ttl: must be > 0, got {self.table_ttl}")
 
@@ -103,7 +110,7 @@ class PolicyConfig:
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = _parse_floats(key, kwargs[key])
         for key, kind in (("beta", float), ("prefill_weight", float), ("table_ttl", float),
-                          ("max_preemptions", int)):
+                          ("max_preemptions", int), ("preempt_gap", int)):
             if key in kwargs:
                 kwargs[key] = _coerce(key, kwargs[key], kind)
         if isinstance(kwargs.get("starvation"), str):

@@ -70,7 +70,7 @@ class LevelPolicy(Policy):
         return (call.level, 0 if call.state is CallState.RUNNING else 1, call.seq)
 
     def outranks(self, waiter: Call, victim: Call) -> bool:
-        return waiter.level < victim.level
+        return victim.level - waiter.level >= self.config.preempt_gap
 
     def waiting_order(self) -> Iterator[Call]:
         for queue in self.queues:

