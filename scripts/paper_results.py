@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHAT_RATES = (0.25, 0.5, 1, 1.5, 2, 2.5, 2.75, 3, 3.25, 3.5, 4, 5, 6, 8)
 TREE_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5)
 MIXED_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 6)
-BASE = dict(hardware="h200", model="llama3.1-8b", seed=0)
+# Policy knobs from AUTELLIX_* variables, as for `autellix sim` (e.g. AUTELLIX_PREEMPT_GAP=1).
+BASE = dict(hardware="h200", model="llama3.1-8b", seed=0, policy_config=PolicyConfig.from_env())
 
 
 def experiments() -> dict[str, SweepSpec]:
@@ -54,8 +55,9 @@ def experiments() -> dict[str, SweepSpec]:
         ex[f"swap_{swap}"] = SweepSpec("mixed", ("autellix",), MIXED_RATES, programs=2000,
                                        config=EngineConfig(swap=swap), **BASE)
     for w in (0.0, 1.0):  # prefill_weight sensitivity (0.25 is the default, in "mixed" above)
+        policy = BASE["policy_config"].replace(prefill_weight=w)
         ex[f"mixed_pw{w:g}"] = SweepSpec("mixed", ("autellix",), MIXED_RATES, programs=2000,
-                                         policy_config=PolicyConfig(prefill_weight=w), **BASE)
+                                         **(BASE | {"policy_config": policy}))
     ex["chat_h100"] = SweepSpec("chat", ("fcfs", "mlfq", "autellix", "srpt"),
                                 (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4), programs=4000,
                                 **(BASE | {"hardware": "h100"}))  # half the KV cache of the H200

@@ -9,7 +9,7 @@ Hooks (see docs/vllm-notes.md):
                      `vllm_xargs`), open a `Call` in the engine's own process table, give it its entry
                      level, set `request.priority` = level.
 - `schedule`         advance the policy's wait clock one step (anti-starvation promotion), re-prioritise
-                     waiting requests whose level moved, preempt running calls that a strictly better
+                     waiting requests whose level moved, preempt running calls that a clearly better
                      waiting call should displace when seats or KV blocks are short (at most
                      `max_preemptions` per step), then let vLLM's priority scheduler form the batch.
 - `update_from_output` charge the step's service (decode tokens + prefill_weight x newly computed

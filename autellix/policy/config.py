@@ -49,7 +49,8 @@ class PolicyConfig:
     """A waiting call displaces a running one only if its level is at least this many levels better
     (level policies; 1: any better level). Default 3 (with the default boundaries: the waiter's program
     has received under about a quarter of the victim's service): measured in docs/policy.md, a preemption
-    for a merely better level costs more (swap or recompute, lost batch slot) than the order gains."""
+    for a merely better level costs more (swap or recompute, lost batch slot) than the order gains.
+    With `preempt_gap` or fewer levels nothing preempts: lower it along with the boundaries."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     extra: Mapping[str, Any] = field(default_factory=dict)

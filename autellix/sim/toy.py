@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from autellix.policy import POLICIES, PolicyConfig, SeatBudget, make_policy
 from autellix.programs import Call, ProcessTable
 
-TOY_CONFIG = PolicyConfig(boundaries=(0, 1, 2, 4, 8, 16, math.inf), preempt_gap=1)  # the paper's rule: any better level
-"""The default's geometric levels scaled to unit steps (one level per doubling of service)."""
+TOY_CONFIG = PolicyConfig(boundaries=(0, 1, 2, 4, 8, 16, math.inf), preempt_gap=1)
+"""The default's geometric levels scaled to unit steps (one level per doubling of service); any better
+level preempts, as in the paper's examples."""
 
 
 @dataclass(frozen=True, slots=True)
