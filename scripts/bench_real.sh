@@ -3,7 +3,7 @@
 # prefill on) versus the same vLLM with the Autellix scheduler plugin. Same model, same engine flags, same
 # workload, seed and programs for every engine.
 #
-#   scripts/bench_real.sh                             # the README's sweep (defaults below)
+#   scripts/bench_real.sh                             # the README's 30-minute sweep (defaults below)
 #   PROGRAMS=3 RATES=1 SCALE=0.05 scripts/bench_real.sh   # a quick smoke run
 #   POLICIES="vllm plas" RATES=0.3,0.9 scripts/bench_real.sh   # real runs for the simulator check
 #
@@ -18,8 +18,8 @@ BIN=${BIN:-.venv/bin}
 OUT=${OUT:-results/bench_real}
 POLICIES=${POLICIES:-vllm autellix}  # engine policies (autellix engine --policy); the first is the baseline
 WORKLOAD=${WORKLOAD:-mixed}
-RATES=${RATES:-0.3,0.6,0.9,1.2}
-PROGRAMS=${PROGRAMS:-50}
+RATES=${RATES:-0.1,0.3,0.9}
+PROGRAMS=${PROGRAMS:-30}
 SCALE=${SCALE:-0.1}
 SEED=${SEED:-0}
 MULTIPLES=${MULTIPLES:-2,1.5,3}     # latency targets, x the baseline's lowest-rate mean; first = headline
