@@ -61,9 +61,7 @@ class Cluster:
         self.shared = engines == 1
         if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
             self.engines[0].table = self.table
-        delay = self.config.request_overhead_s
-        if delay is None:
-            delay = cost.request_overhead_s
+        delay = self.config.request_overhead(cost)
         self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in programs]
         self.state = [IDLE] * engines
         self._heap: list[tuple] = []

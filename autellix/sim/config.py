@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autellix.policy import POLICIES
+
+if TYPE_CHECKING:
+    from autellix.sim.cost import CostModel
 
 SWAP_MODES = ("batched", "per-block", "recompute")
 
@@ -82,6 +86,10 @@ class EngineConfig:
             raise ValueError(f"request_overhead_s: must be >= 0, got {self.request_overhead_s}")
         if self.swap_space_GB < 0:
             raise ValueError(f"swap_space_GB: must be >= 0, got {self.swap_space_GB}")
+
+    def request_overhead(self, cost: CostModel) -> float:
+        """The per-call request overhead in effect: this config's, else the cost model's."""
+        return cost.request_overhead_s if self.request_overhead_s is None else self.request_overhead_s
 
     def replace(self, **changes: object) -> EngineConfig:
         return dataclasses.replace(self, **changes)

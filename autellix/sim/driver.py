@@ -2,7 +2,8 @@
 
 A call is *ready* when all its `depends_on` calls have finished; it is issued `tool_pause` + `issue_delay`
 (the request overhead) seconds after the last of them (after the program's arrival for calls without
-dependencies). Calls on different threads whose dependencies are met run in parallel. The program completes when its last call does.
+dependencies). Calls on different threads whose dependencies are met run in parallel. The program
+completes when its last call does.
 
 The SRPT oracle's knowledge also lives here: `work_left` is the service the program still needs, counted
 like the policy counts it (decode tokens + prefill_weight x prompt tokens beyond the prefix-call history,

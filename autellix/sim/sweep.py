@@ -143,8 +143,7 @@ def _describe(spec: SweepSpec, cost: CostModel) -> dict[str, Any]:
     d["kv_capacity_tokens"] = spec.config.gpu_blocks * cost.block_tokens if spec.config.gpu_blocks \
         else cost.kv_capacity_tokens
     d["block_tokens"] = cost.block_tokens
-    overhead = spec.config.request_overhead_s
-    d["request_overhead_s"] = cost.request_overhead_s if overhead is None else overhead
+    d["request_overhead_s"] = spec.config.request_overhead(cost)
     return d
 
 
