@@ -5,9 +5,12 @@ live on different threads). The process table maps program id -> Program and car
 scheduling needs: attained service, waiting time, engine pin and the active calls.
 
 Invariants:
-- `Program.service` and `Program.wait` never decrease: they only change through `finish_call`, which
-  applies the PLAS/ATLAS max rule  service = max(service, call.start_service + call.service).
-  For a sequential program this is the running sum; for parallel threads it is the longest critical path.
+- `Program.service` and `Program.wait` never decrease: they only change through `finish_call` (and the
+  gateway snapshots of `new_call`, which can only raise them). The table's `rule` says how calls add up:
+  "total" adds every completed call (service += call.service); "critical_path" is the paper's ATLAS max
+  rule, service = max(service, call.start_service + call.service), the longest chain of calls. For a
+  sequential program both are the running sum. Wait follows the same rule, so wait / service stays a
+  ratio of like quantities.
 - `Call.service` and `Call.wait` never reset (the starvation counters that do reset are separate).
 - A program with no active call and no activity for `ttl` seconds is dropped by `expire`, so clients that
   never end their session leak nothing.
@@ -21,6 +24,9 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from numbers import Real
+
+SERVICE_RULES: tuple[str, ...] = ("total", "critical_path")
+"""How a program's calls add up to its service (ProcessTable's `rule`)."""
 
 
 class UnknownProgram(KeyError):
@@ -109,12 +115,16 @@ class Call:
 
 
 class ProcessTable:
-    """program id -> Program, with call creation, completion (the max rule) and TTL expiry."""
+    """program id -> Program, with call creation, completion (`rule`, see the module docstring) and TTL
+    expiry. Build it with the policy's settings: `ProcessTable(config.table_ttl, config.service_rule)`."""
 
-    def __init__(self, ttl: float = 600.0) -> None:
+    def __init__(self, ttl: float = 600.0, rule: str = "total") -> None:
         if not ttl > 0:
             raise ValueError(f"ttl: must be > 0 seconds, got {ttl}")
+        if rule not in SERVICE_RULES:
+            raise ValueError(f"rule: must be one of {list(SERVICE_RULES)}, got {rule!r}")
         self.ttl = ttl
+        self.critical_path = rule == "critical_path"
         self.programs: dict[str, Program] = {}
         self._seq = itertools.count()
 
@@ -172,11 +182,15 @@ class ProcessTable:
         return call
 
     def finish_call(self, call: Call, now: float = 0.0) -> None:
-        """Complete a call: the PLAS/ATLAS max rule on service and wait, then forget the call."""
+        """Complete a call: add its service and wait to the program by the table's rule, forget the call."""
         program = call.program
         call.state = CallState.FINISHED
-        program.service = max(program.service, call.start_service + call.service)
-        program.wait = max(program.wait, call.start_wait + call.wait)
+        if self.critical_path:
+            program.service = max(program.service, call.start_service + call.service)
+            program.wait = max(program.wait, call.start_wait + call.wait)
+        else:
+            program.service += call.service
+            program.wait += call.wait
         program.calls.pop(call.call_id, None)
         program.completed_calls += 1
         program.last_completion = now

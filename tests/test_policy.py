@@ -217,7 +217,7 @@ def test_plas_does_not_gang_demote():
 
 
 def test_atlas_max_rule_takes_the_critical_path():
-    table, p = ProcessTable(), ATLAS(CFG)
+    table, p = ProcessTable(rule="critical_path"), ATLAS(CFG)
     calls = [run(p, arrive(table, p, "t", thread=str(i))) for i in range(3)]
     for call, tokens in zip(calls, (5, 30, 12)):
         p.charge(call, decode_tokens=tokens)
@@ -260,6 +260,7 @@ def test_lifecycle_guards():
     ({"prefill_weight": -1}, "prefill_weight"),
     ({"max_preemptions": -1}, "max_preemptions"),
     ({"preempt_gap": 0}, "preempt_gap"),
+    ({"service_rule": "sum"}, "service_rule"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -269,9 +270,9 @@ def test_bad_config_names_the_field(kwargs, field):
 def test_config_from_env_and_dict():
     cfg = PolicyConfig.from_env({"AUTELLIX_BETA": "2.5", "AUTELLIX_BOUNDARIES": "0,64,inf",
                                  "AUTELLIX_MAX_PREEMPTIONS": "4", "AUTELLIX_STARVATION": "off",
-                                 "AUTELLIX_PREEMPT_GAP": "3"})
-    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap) == \
-        (2.5, (0, 64, math.inf), 4, False, 3)
+                                 "AUTELLIX_PREEMPT_GAP": "3", "AUTELLIX_SERVICE_RULE": "critical_path"})
+    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap,
+            cfg.service_rule) == (2.5, (0, 64, math.inf), 4, False, 3, "critical_path")
     with pytest.raises(ConfigError, match="bogus"):
         PolicyConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="beta"):

@@ -1,4 +1,4 @@
-"""Process table: the max rule, snapshots, TTL expiry and input validation."""
+"""Process table: both service rules, snapshots, TTL expiry and input validation."""
 
 from __future__ import annotations
 
@@ -19,14 +19,21 @@ def test_sequential_calls_sum_service_and_wait():
     assert (p.service, p.wait, p.completed_calls, p.calls) == (15, 3, 2, {})
 
 
-def test_parallel_calls_take_the_longest_path():
-    table = ProcessTable()
+@pytest.mark.parametrize("rule, service, wait", [("total", 15, 6), ("critical_path", 9, 3)])
+def test_parallel_calls_add_up_by_the_tables_rule(rule: str, service: float, wait: float) -> None:
+    table = ProcessTable(rule=rule)
     calls = [table.new_call("p", thread=str(i)) for i in range(3)]
-    for call, s in zip(calls, (4, 9, 2)):
-        call.service = s
+    for call, s, w in zip(calls, (4, 9, 2), (1, 2, 3)):
+        call.service, call.wait = s, w
         table.finish_call(call)
-    assert table.get("p").service == 9
-    assert table.get("p").is_parallel
+    p = table.get("p")
+    assert (p.service, p.wait) == (service, wait)  # total: the sums; critical path: the longest chain
+    assert p.is_parallel
+
+
+def test_unknown_service_rule_is_rejected() -> None:
+    with pytest.raises(ValueError, match="rule"):
+        ProcessTable(rule="sum")
 
 
 def test_gateway_snapshot_raises_but_never_lowers_service():

@@ -36,7 +36,7 @@ class Sessions:
     def __init__(self, policy: PolicyConfig, on_end: ProgramEnded | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
-        self.table = ProcessTable(ttl=policy.table_ttl)
+        self.table = ProcessTable(policy.table_ttl, policy.service_rule)
         self.owners: dict[str, Owner] = {}
         self.on_end = on_end
         self.clock = clock

@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from autellix.programs import SERVICE_RULES
+
 DEFAULT_BOUNDARIES: tuple[float, ...] = (0, 256, 512, 1024, 2048, 4096, 8192, 16384, math.inf)
 
 
@@ -30,7 +32,8 @@ class PolicyConfig:
     Invariants (checked in `__post_init__`): `boundaries` start at 0, rise strictly and end at infinity,
     so K = len(boundaries) - 1 levels partition [0, inf); `quanta` has K positive entries (the last may be
     infinite) or is None, meaning each level's width; `beta` > 0; `prefill_weight` >= 0;
-    `max_preemptions` >= 0; `preempt_gap` >= 1.
+    `max_preemptions` >= 0; `preempt_gap` >= 1;
+    `service_rule` is one of SERVICE_RULES.
     """
 
     boundaries: tuple[float, ...] = DEFAULT_BOUNDARIES
@@ -51,6 +54,12 @@ class PolicyConfig:
     has received under about a quarter of the victim's service): measured in docs/policy.md, a preemption
     for a merely better level costs more (swap or recompute, lost batch slot) than the order gains.
     With `preempt_gap` or fewer levels nothing preempts: lower it along with the boundaries."""
+    service_rule: str = "total"
+    """How a program's attained service adds up its calls (identical for sequential programs). "total":
+    every completed call's service is added, i.e. what the program has taken from the engine.
+    "critical_path": the longest chain of calls, the paper's ATLAS max rule. Default "total": measured in
+    docs/policy.md, on engines with few seats a parallel program charged only its critical path holds
+    several seats at the priority of one thread and delays everyone else; with many seats the rules tie."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -82,6 +91,8 @@ class PolicyConfig:
             raise ConfigError(f"max_preemptions: must be >= 0, got {self.max_preemptions}")
         if self.preempt_gap < 1:
             raise ConfigError(f"preempt_gap: must be >= 1, got {self.preempt_gap}")
+        if self.service_rule not in SERVICE_RULES:
+            raise ConfigError(f"service_rule: must be one of {list(SERVICE_RULES)}, got {self.service_rule!r}")
         if not self.table_ttl > 0:
             raise ConfigError(f"table_ttl: must be > 0, got {self.table_ttl}")
 

@@ -57,7 +57,7 @@ class Cluster:
                                self.config, caching, gpu_blocks, cpu) for i in range(engines)]
         self.loads = [e.load for e in self.engines]
         self.balancer = make_balancer(balancer)
-        self.table = ProcessTable(ttl=self.policy_config.table_ttl)
+        self.table = ProcessTable(self.policy_config.table_ttl, self.policy_config.service_rule)
         self.shared = engines == 1
         if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
             self.engines[0].table = self.table

@@ -49,7 +49,7 @@ class Engine:
                  caching: bool, gpu_blocks: int, cpu_blocks: int) -> None:
         self.index = index
         self.policy = policy
-        self.table = ProcessTable(ttl=policy.config.table_ttl)
+        self.table = ProcessTable(policy.config.table_ttl, policy.config.service_rule)
         """Engine-local table: the plugin's view, fed the gateway's service/wait snapshots."""
         self.cost = cost
         self.config = config

@@ -73,7 +73,7 @@ def run_toy(programs: Sequence[ToyProgram], policy_name: str, max_batch: int,
     if max_batch < 1:
         raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
     policy = make_policy(policy_name, config)
-    table = ProcessTable()
+    table = ProcessTable(config.table_ttl, config.service_rule)
     stage = {p.name: 0 for p in programs}
     pending: dict[str, int] = {}  # program -> calls of the current stage not yet finished
     need: dict[Call, int] = {}

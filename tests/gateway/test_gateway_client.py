@@ -9,6 +9,7 @@ import pytest
 from gateway_harness import Harness, MakeHarness
 
 from autellix.client import Program
+from autellix.policy.config import PolicyConfig
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -42,8 +43,10 @@ def test_program_ends_on_exception(harness: Harness) -> None:
     assert len(harness.state.sessions) == 0
 
 
-def test_async_program_parallel_threads(make_harness: MakeHarness) -> None:
-    harness: Harness = make_harness(token_delay=0.05)  # calls overlap: truly parallel
+@pytest.mark.parametrize("rule, service", [("total", 16), ("critical_path", 4)])
+def test_async_program_parallel_threads(make_harness: MakeHarness, rule: str, service: int) -> None:
+    # calls overlap: truly parallel
+    harness: Harness = make_harness(token_delay=0.05, policy=PolicyConfig(service_rule=rule))
 
     async def run() -> list[str]:
         client = openai.AsyncOpenAI(base_url=harness.gateway.url + "/v1", api_key="none", max_retries=0)
@@ -52,7 +55,7 @@ def test_async_program_parallel_threads(make_harness: MakeHarness) -> None:
             await asyncio.gather(*(t.chat.completions.create(model="m", messages=MSG, max_tokens=4)
                                    for t in threads))
             info = await p.astatus()
-            assert info["service"] == 4  # parallel threads: longest path, not the sum
+            assert info["service"] == service  # four 4-token threads: their sum, or one path
             return info["threads"]
 
     assert asyncio.run(run()) == [f"branch-{i}" for i in range(4)]

@@ -19,10 +19,10 @@ class Clock:
         return self.t
 
 
-def make(ttl: float = 10.0) -> tuple[Sessions, Clock, list[tuple[str, str]]]:
+def make(ttl: float = 10.0, policy: PolicyConfig | None = None) -> tuple[Sessions, Clock, list[tuple[str, str]]]:
     clock, ended = Clock(), []
-    sessions = Sessions(PolicyConfig(table_ttl=ttl), on_end=lambda p, how: ended.append((p.program_id, how)),
-                        clock=clock)
+    policy = (policy or PolicyConfig()).replace(table_ttl=ttl)
+    sessions = Sessions(policy, on_end=lambda p, how: ended.append((p.program_id, how)), clock=clock)
     return sessions, clock, ended
 
 
@@ -43,19 +43,20 @@ def test_owner_isolation() -> None:
     assert not s.owners
 
 
-def test_parallel_threads_take_the_longest_path() -> None:
-    s, _, _ = make()
+@pytest.mark.parametrize("rule, service, wait", [("total", 30 + 50 + 0.5 * 40, 3),
+                                                  ("critical_path", 50 + 0.25 * 40, 2)])
+def test_parallel_threads_add_up_by_the_policys_rule(rule: str, service: float, wait: float) -> None:
+    s, _, _ = make(policy=PolicyConfig(service_rule=rule))
     a = s.begin_call(Identity("p", "a", "header"), None, 10)
     b = s.begin_call(Identity("p", "b", "header"), None, 10)
     s.finish_call(a, Usage(prompt_tokens=40, completion_tokens=30), wait_steps=2)
     s.finish_call(b, Usage(prompt_tokens=40, completion_tokens=50), wait_steps=1)
     program = s.lookup("p", None)
-    assert program.service == 50 + 0.25 * 40  # max, not sum (ATLAS critical path)
-    assert program.wait == 2
+    assert (program.service, program.wait) == (service, wait)
     c = s.begin_call(Identity("p", "a", "header"), None, 10)
     assert c.start_service == program.service
     s.finish_call(c, Usage(completion_tokens=5), wait_steps=0)
-    assert program.service == 65  # sequential: running sum (PLAS)
+    assert program.service == service + 5  # sequential: the running sum under either rule
 
 
 def test_anonymous_program_is_dropped_after_its_call() -> None:
