@@ -28,7 +28,7 @@ from autellix.sim.sweep import TABLE_COLUMNS, SweepSpec, run_sweep
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_RATES = (0.25, 0.5, 1, 1.5, 2, 2.5, 2.75, 3, 3.25, 3.5, 4, 5, 6, 8)
 TREE_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5)
-MIXED_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 6)
+MIXED_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 6, 7, 8, 10)
 # Policy knobs from AUTELLIX_* variables, as for `autellix sim` (e.g. AUTELLIX_PREEMPT_GAP=1).
 BASE = dict(hardware="h200", model="llama3.1-8b", seed=0, policy_config=PolicyConfig.from_env())
 

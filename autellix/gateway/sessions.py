@@ -7,7 +7,7 @@ Invariants:
 - Every call opened by `begin_call` is closed by exactly one `finish_call` (the proxy guarantees it with
   `finally`), so `Program.calls` cannot leak and TTL expiry (which skips programs with active calls)
   eventually drops every idle program.
-- Service and wait reach the table only through ProcessTable.finish_call (the PLAS/ATLAS max rule).
+- Service and wait reach the table only through ProcessTable.finish_call (the policy's service rule).
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ class Sessions:
         return call
 
     def finish_call(self, call: Call, usage: Usage | None, wait_steps: float) -> None:
-        """Charge the call's service (from the engine's usage) and wait, then apply the max rule."""
+        """Charge the call's service (from the engine's usage) and wait, then apply the service rule."""
         if usage is not None:
             call.service = usage.service(self.policy.prefill_weight)
         call.wait = wait_steps

@@ -1,9 +1,10 @@
 """PLAS and ATLAS: program-level attained service (Autellix, DESIGN.md §3.1-3.2).
 
 Both enter a call at the level of its program's attained service (`Call.start_service`), not at level 0
-as MLFQ does, and both update the table with the same max rule on completion (see programs.py). ATLAS
+as MLFQ does, and both update the table by the same rule on completion (`PolicyConfig.service_rule`, see
+programs.py: by default every call's service adds up; `critical_path` is the paper's max rule). ATLAS
 also gang-schedules: a program's active calls share one level, the worst any of them has reached, so the
-parallel branches of one program advance together and the program's critical path sets its priority.
+parallel branches of one program advance together.
 """
 
 from __future__ import annotations
