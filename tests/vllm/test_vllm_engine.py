@@ -10,6 +10,7 @@ under `fcfs`, H (which arrived first) finishes before F. B's output survives the
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -45,7 +46,10 @@ def engine(request, model_dir, tmp_path_factory):
     policy = request.param
     port = _free_port()
     log = tmp_path_factory.mktemp(f"engine-{policy}") / "engine.log"
+    # The test polls /metrics several times a second: keep those lines out of the log, so that the log's
+    # tail in a failure report shows the engine, not the polling.
     proc = start_engine(str(model_dir), policy, port, log=log, max_num_seqs=1, eager=True,
+                        extra=["--disable-access-log-for-endpoints", "/metrics,/health"],
                         env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
@@ -64,6 +68,21 @@ def engine(request, model_dir, tmp_path_factory):
 
 def _tail(log: Path, chars: int = 4000) -> str:
     return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
+
+
+def _engines_running() -> list[str]:
+    """Command lines of every vLLM API server on this machine (a leftover engine competing for the two
+    cores would show here)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"vllm.entrypoints.openai.api_server" in argv:
+            found.append(f"pid {cmdline.parent.name}: port {argv[argv.index(b'--port') + 1].decode()}"
+                         if b"--port" in argv else f"pid {cmdline.parent.name}")
+    return found
 
 
 def _complete(base: str, program: str, prompt: str, max_tokens: int, ignore_eos: bool = True) -> dict:
@@ -86,20 +105,31 @@ def _gauge(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
 
-def _await_gauges(base: str, log: Path, running: int, waiting: int, errors: dict[str, BaseException],
-                  timeout: float = 240.0) -> None:
+def _await_gauges(base: str, log: Path, running: int, waiting: int, calls: dict[str, threading.Thread],
+                  done: dict[str, float], errors: dict[str, BaseException], timeout: float = 240.0) -> None:
     """Block until the engine reports exactly these running/waiting counts (vLLM's Prometheus gauges).
-    The gauges move only when the engine finishes a step, so a slow machine gets a generous timeout."""
-    deadline = time.monotonic() + timeout
-    seen = None
-    while time.monotonic() < deadline and not errors:
+    The gauges move only when the engine finishes a step, so a slow machine gets a generous timeout.
+    Every state the gauges pass through is kept for the failure report, with each call's fate."""
+    start = time.monotonic()
+    seen: list[tuple[float, tuple[float, float]]] = []
+    while time.monotonic() - start < timeout and not errors:
         text = httpx.get(f"{base}/metrics", timeout=10).text
-        seen = (_gauge(text, "vllm:num_requests_running"), _gauge(text, "vllm:num_requests_waiting"))
-        if seen == (running, waiting):
+        state = (_gauge(text, "vllm:num_requests_running"), _gauge(text, "vllm:num_requests_waiting"))
+        if state == (running, waiting):
             return
-        time.sleep(0.02)
-    pytest.fail(f"engine never reported running={running} waiting={waiting}; last seen {seen}; "
-                f"call errors {errors!r}\nengine log:\n{_tail(log)}")
+        if not seen or seen[-1][1] != state:
+            seen.append((round(time.monotonic() - start, 2), state))
+        time.sleep(0.1)
+    fates = {name: ("finished" if name in done else "failed" if name in errors
+                    else "in flight" if t.is_alive() else "not sent") for name, t in calls.items()}
+    try:
+        health = httpx.get(f"{base}/health", timeout=10).status_code
+    except httpx.HTTPError as exc:
+        health = repr(exc)
+    pytest.fail(f"engine never reported running={running} waiting={waiting} in {timeout:.0f} s; "
+                f"gauges seen (s, (running, waiting)): {seen}; calls {fates}; errors {errors!r}; "
+                f"/health {health}; load average {os.getloadavg()}; engines on this machine "
+                f"{_engines_running()}\nengine log:\n{_tail(log)}")
 
 
 def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
@@ -122,19 +152,20 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
         done[name] = time.monotonic()
 
     threads = [
-        threading.Thread(target=submit, args=("B", _complete, base, f"heavy-{tag}",
+        threading.Thread(target=submit, name="B", args=("B", _complete, base, f"heavy-{tag}",
                                               "List every number you know, one per line:", 256)),
-        threading.Thread(target=submit, args=("H", _complete, base, f"heavy-{tag}",
+        threading.Thread(target=submit, name="H", args=("H", _complete, base, f"heavy-{tag}",
                                               "Describe the ocean in detail.", 24)),
-        threading.Thread(target=submit, args=("F", _chat, base, f"fresh-{tag}",
+        threading.Thread(target=submit, name="F", args=("F", _chat, base, f"fresh-{tag}",
                                               "What is the capital of France?", 40)),
     ]
     # Each call is sent only once the engine has seen the previous one (its own gauges), so the order of
     # arrival at the scheduler is fixed, not a race between HTTP threads on a loaded machine.
+    calls = {t.name: t for t in threads}
     threads[0].start()
-    _await_gauges(base, log, running=1, waiting=0, errors=errors)  # B is running: it holds the only seat
+    _await_gauges(base, log, 1, 0, calls, done, errors)  # B is running: it holds the only seat
     threads[1].start()
-    _await_gauges(base, log, running=1, waiting=1, errors=errors)  # H is queued behind it
+    _await_gauges(base, log, 1, 1, calls, done, errors)  # H is queued behind it
     threads[2].start()
     for t in threads:
         t.join(timeout=300)
