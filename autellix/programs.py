@@ -9,8 +9,9 @@ Invariants:
   gateway snapshots of `new_call`, which can only raise them). The table's `rule` says how calls add up:
   "total" adds every completed call (service += call.service); "critical_path" is the paper's ATLAS max
   rule, service = max(service, call.start_service + call.service), the longest chain of calls. For a
-  sequential program both are the running sum. Wait follows the same rule, so wait / service stays a
-  ratio of like quantities.
+  sequential program both are the running sum. Wait always follows the critical path,
+  wait = max(wait, call.start_wait + call.wait): how long the program itself was held back, not the
+  sum of its threads' waits (summing would promote a waiting five-branch program five times as fast).
 - `Call.service` and `Call.wait` never reset (the starvation counters that do reset are separate).
 - A program with no active call and no activity for `ttl` seconds is dropped by `expire`, so clients that
   never end their session leak nothing.
@@ -182,15 +183,14 @@ class ProcessTable:
         return call
 
     def finish_call(self, call: Call, now: float = 0.0) -> None:
-        """Complete a call: add its service and wait to the program by the table's rule, forget the call."""
+        """Complete a call: add its service to the program by the table's rule, its wait on the critical path."""
         program = call.program
         call.state = CallState.FINISHED
         if self.critical_path:
             program.service = max(program.service, call.start_service + call.service)
-            program.wait = max(program.wait, call.start_wait + call.wait)
         else:
             program.service += call.service
-            program.wait += call.wait
+        program.wait = max(program.wait, call.start_wait + call.wait)
         program.calls.pop(call.call_id, None)
         program.completed_calls += 1
         program.last_completion = now

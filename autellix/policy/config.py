@@ -57,7 +57,8 @@ class PolicyConfig:
     service_rule: str = "total"
     """How a program's attained service adds up its calls (identical for sequential programs). "total":
     every completed call's service is added, i.e. what the program has taken from the engine.
-    "critical_path": the longest chain of calls, the paper's ATLAS max rule. Default "total": measured in
+    "critical_path": the longest chain of calls, the paper's ATLAS max rule. (The program's wait always
+    follows the critical path: programs.py.) Default "total": measured in
     docs/policy.md, on engines with few seats a parallel program charged only its critical path holds
     several seats at the priority of one thread and delays everyone else; with many seats the rules tie."""
     table_ttl: float = 600.0

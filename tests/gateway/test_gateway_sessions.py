@@ -43,7 +43,7 @@ def test_owner_isolation() -> None:
     assert not s.owners
 
 
-@pytest.mark.parametrize("rule, service, wait", [("total", 30 + 50 + 0.5 * 40, 3),
+@pytest.mark.parametrize("rule, service, wait", [("total", 30 + 50 + 0.5 * 40, 2),
                                                   ("critical_path", 50 + 0.25 * 40, 2)])
 def test_parallel_threads_add_up_by_the_policys_rule(rule: str, service: float, wait: float) -> None:
     s, _, _ = make(policy=PolicyConfig(service_rule=rule))

