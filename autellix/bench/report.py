@@ -119,7 +119,8 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
     """Latency vs arrival rate, one line per system, one panel per metric (like the paper's Fig. 12).
 
     `ylim_multiple` caps the y axis at that multiple of the lowest latency shown, so a baseline that
-    explodes past saturation does not flatten every other curve (points above the cap are clipped)."""
+    explodes past saturation does not flatten every other curve (points above the cap are clipped);
+    below the cap the axis just fits the highest point."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,14 +129,14 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
     groups = series(rows, key)
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics):
-        lowest = math.inf
+        shown: list[float] = []
         for name, group in groups.items():
             xs = [r["rate"] for r in group]
             ys = [float(r[metric]) for r in group]
             ax.plot(xs, ys, marker="o", ms=4, label=name)
-            lowest = min([lowest] + [y for y in ys if math.isfinite(y) and y > 0])
-        if ylim_multiple and math.isfinite(lowest):
-            ax.set_ylim(0, ylim_multiple * lowest)
+            shown += [y for y in ys if math.isfinite(y) and y > 0]
+        if ylim_multiple and shown:
+            ax.set_ylim(0, min(ylim_multiple * min(shown), 1.08 * max(shown)))
         ax.set_xlabel("arrival rate (programs/s)")
         ax.set_ylabel(f"{label} latency (s/token)")
         ax.set_title(f"{title} — {label}" if title else label)
