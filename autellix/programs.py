@@ -183,7 +183,8 @@ class ProcessTable:
         return call
 
     def finish_call(self, call: Call, now: float = 0.0) -> None:
-        """Complete a call: add its service to the program by the table's rule, its wait on the critical path."""
+        """Complete a call and forget it: its service adds to the program by the table's rule, its wait
+        by the critical path."""
         program = call.program
         call.state = CallState.FINISHED
         if self.critical_path:
