@@ -117,7 +117,7 @@ class Call:
 
 class ProcessTable:
     """program id -> Program, with call creation, completion (`rule`, see the module docstring) and TTL
-    expiry. Build it with the policy's settings: `ProcessTable(config.table_ttl, config.service_rule)`."""
+    expiry. Build it with the policy's settings: `PolicyConfig.new_table()`."""
 
     def __init__(self, ttl: float = 600.0, rule: str = "total") -> None:
         if not ttl > 0:

@@ -34,7 +34,6 @@ def parse_seeds(text: str) -> list[int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", help="comma-separated policies (default fcfs,autellix)")
-    parser.add_argument("--json", help=argparse.SUPPRESS)
     parser.add_argument("--seeds", default="0-7", help="seeds, as 0-7 or 0,3,5 (default 0-7)")
     add_sweep_arguments(parser)
     args = parser.parse_args()

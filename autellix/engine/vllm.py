@@ -106,7 +106,7 @@ class _AutellixMixin:
         super().__init__(*args, **kwargs)
         self.autellix_name, config = resolve_config(self.vllm_config.additional_config)
         self.autellix = make_policy(self.autellix_name, config)
-        self.table = ProcessTable(config.table_ttl, config.service_rule)
+        self.table = config.new_table()
         self._tracks: dict[str, _Track] = {}       # request id -> track
         self._by_call: dict[Call, _Track] = {}
         # Every level change (demotion, ATLAS gang move, starvation promotion) re-syncs that request.

@@ -22,7 +22,7 @@ from autellix.gateway.auth import Owner
 from autellix.gateway.identity import Identity
 from autellix.gateway.usage import Usage
 from autellix.policy.config import PolicyConfig
-from autellix.programs import Call, ProcessTable, Program, UnknownProgram
+from autellix.programs import Call, Program, UnknownProgram
 
 ProgramEnded = Callable[[Program, str], None]
 """Hook called with (program, how) when a program leaves the table: "ended", "expired", "anonymous"."""
@@ -36,7 +36,7 @@ class Sessions:
     def __init__(self, policy: PolicyConfig, on_end: ProgramEnded | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.policy = policy
-        self.table = ProcessTable(policy.table_ttl, policy.service_rule)
+        self.table = policy.new_table()
         self.owners: dict[str, Owner] = {}
         self.on_end = on_end
         self.clock = clock

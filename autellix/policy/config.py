@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from autellix.programs import SERVICE_RULES
+from autellix.programs import SERVICE_RULES, ProcessTable
 
 DEFAULT_BOUNDARIES: tuple[float, ...] = (0, 256, 512, 1024, 2048, 4096, 8192, 16384, math.inf)
 
@@ -107,6 +107,11 @@ class PolicyConfig:
             return self.quanta[:-1] + (math.inf,)
         b = self.boundaries
         return tuple(hi - lo for lo, hi in zip(b, b[1:]))
+
+    def new_table(self) -> ProcessTable:
+        """A process table that follows these settings (TTL and service rule): every component builds
+        its table here, so none can miss a setting."""
+        return ProcessTable(self.table_ttl, self.service_rule)
 
     def replace(self, **changes: Any) -> PolicyConfig:
         return dataclasses.replace(self, **changes)

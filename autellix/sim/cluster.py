@@ -26,7 +26,6 @@ from collections.abc import Sequence
 
 from autellix.balance import make_balancer
 from autellix.policy import PolicyConfig, make_policy
-from autellix.programs import ProcessTable
 from autellix.sim.config import EngineConfig, sim_policy
 from autellix.sim.cost import CostModel
 from autellix.sim.driver import ProgramRun
@@ -57,7 +56,7 @@ class Cluster:
                                self.config, caching, gpu_blocks, cpu) for i in range(engines)]
         self.loads = [e.load for e in self.engines]
         self.balancer = make_balancer(balancer)
-        self.table = ProcessTable(self.policy_config.table_ttl, self.policy_config.service_rule)
+        self.table = self.policy_config.new_table()
         self.shared = engines == 1
         if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
             self.engines[0].table = self.table

@@ -29,7 +29,7 @@ import math
 
 from autellix.balance import EngineLoad
 from autellix.policy import LevelPolicy, Policy
-from autellix.programs import Call, ProcessTable
+from autellix.programs import Call
 from autellix.sim.budget import EngineBudget
 from autellix.sim.charging import add_gang_siblings, charge_event_step
 from autellix.sim.config import EngineConfig
@@ -49,7 +49,7 @@ class Engine:
                  caching: bool, gpu_blocks: int, cpu_blocks: int) -> None:
         self.index = index
         self.policy = policy
-        self.table = ProcessTable(policy.config.table_ttl, policy.config.service_rule)
+        self.table = policy.config.new_table()
         """Engine-local table: the plugin's view, fed the gateway's service/wait snapshots."""
         self.cost = cost
         self.config = config

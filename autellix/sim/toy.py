@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from autellix.policy import POLICIES, PolicyConfig, SeatBudget, make_policy
-from autellix.programs import Call, ProcessTable
+from autellix.programs import Call
 
 TOY_CONFIG = PolicyConfig(boundaries=(0, 1, 2, 4, 8, 16, math.inf), preempt_gap=1)
 """The default's geometric levels scaled to unit steps (one level per doubling of service); any better
@@ -73,7 +73,7 @@ def run_toy(programs: Sequence[ToyProgram], policy_name: str, max_batch: int,
     if max_batch < 1:
         raise ValueError(f"max_batch: must be >= 1, got {max_batch}")
     policy = make_policy(policy_name, config)
-    table = ProcessTable(config.table_ttl, config.service_rule)
+    table = config.new_table()
     stage = {p.name: 0 for p in programs}
     pending: dict[str, int] = {}  # program -> calls of the current stage not yet finished
     need: dict[Call, int] = {}
