@@ -19,7 +19,7 @@ OUT=${OUT:-results/bench_real}
 POLICIES=${POLICIES:-vllm autellix}  # engine policies (autellix engine --policy); the first is the baseline
 WORKLOAD=${WORKLOAD:-mixed}
 RATES=${RATES:-0.1,0.3,0.9}
-PROGRAMS=${PROGRAMS:-30}
+PROGRAMS=${PROGRAMS:-20,30,80}     # programs per rate (or one N for all): the loaded points need the most
 SCALE=${SCALE:-0.1}
 SEED=${SEED:-0}
 MULTIPLES=${MULTIPLES:-2,1.5,3}     # latency targets, x the baseline's lowest-rate mean; first = headline

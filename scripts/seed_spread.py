@@ -9,7 +9,7 @@ are about to benchmark to learn, before spending an hour on it, whether a sweep 
 resolve the effect you expect. Example (the README's 30-minute real sweep):
 
     .venv/bin/python scripts/seed_spread.py --seeds 0-7 --workload mixed --policy fcfs,autellix \\
-        --rates 0.1,0.3,0.9 --programs 30 --scale 0.1 --calibration docs/results/calibration_vllm_cpu.json \\
+        --rates 0.1,0.3,0.9 --programs 20,30,80 --scale 0.1 --calibration docs/results/calibration_vllm_cpu.json \\
         --model SmolLM2-135M-Instruct --max-num-seqs 8 --max-batched-tokens 2048 --swap recompute --jobs 2
 """
 

@@ -72,5 +72,5 @@ def test_report_compare_table_json_and_plot(tmp_path):
     assert "mean_latency" in format_table(rows, ["policy", "rate", "mean_latency"]).splitlines()[0]
     write_json(tmp_path / "r.json", {"x": math.inf, "y": math.nan, "rows": rows})
     assert '"inf"' in (tmp_path / "r.json").read_text() and "NaN" not in (tmp_path / "r.json").read_text()
-    plot_latency(rows, tmp_path / "p.png", title="t")
+    plot_latency(rows, tmp_path / "p.png", title="t", targets={"mean_latency": 0.02}, target_label="2x fcfs")
     assert (tmp_path / "p.png").stat().st_size > 1000

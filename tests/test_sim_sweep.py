@@ -32,6 +32,16 @@ def test_sweep_writes_json_table_and_plot(tmp_path, capsys):
     assert "mean_latency" in printed and "throughput at equal mean latency" in printed
 
 
+def test_one_program_count_per_rate(tmp_path):
+    """Each rate gets its own count (the prefix property is tested in test_workloads.py)."""
+    out = tmp_path / "r.json"
+    assert main([*ARGS, "--policy", "fcfs", "--rates", "0.01,0.02", "--programs", "5,10", "--json",
+                 str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["rate"], r["programs"]) for r in rows] == [(0.01, 5), (0.02, 10)]
+    assert rows[0]["calls"] < rows[1]["calls"]
+
+
 def test_multi_engine_sweep(tmp_path):
     out = tmp_path / "r.json"
     assert main([*ARGS, "--policy", "autellix", "--rates", "2", "--engines", "2", "--balancer",
@@ -49,6 +59,9 @@ def test_multi_engine_sweep(tmp_path):
     (["--rates", "1", "--balancer", "random"], "balancer"),
     (["--rates", "1", "--swap", "sideways"], "swap"),
     (["--rates", "1", "--hardware", "tpu"], "unknown hardware"),
+    (["--rates", "1,2", "--programs", "5,6,7"], "one count or one per rate (2), got 3"),
+    (["--rates", "1", "--programs", "0"], "integer >= 1"),
+    (["--rates", "1", "--programs", "many"], "N1,N2"),
 ])
 def test_bad_input_is_a_clear_error(extra, message, capsys):
     assert main([*ARGS, *extra]) == 2

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.workloads import WORKLOADS, CallSpec, ProgramSpec, data, generate, scale_program
+from autellix.workloads import (WORKLOADS, CallSpec, ProgramSpec, data, generate, parse_counts, program_counts,
+                               scale_program)
 
 try:
     data.data_dir()
@@ -85,6 +86,30 @@ def test_rate_only_rescales_arrivals(workload: str) -> None:
     slow, fast = generate(workload, 30, 1.0, seed=5), generate(workload, 30, 4.0, seed=5)
     assert [p.calls for p in slow] == [p.calls for p in fast]
     assert all(math.isclose(s.arrival, 4 * f.arrival) for s, f in zip(slow, fast))
+
+
+@needs_data
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_draw_keeps_a_prefix_of_the_larger_draw(workload: str) -> None:
+    """A sweep with a count per rate replays, at every rate, the first n programs of one draw."""
+    full = generate(workload, 12, 1.0, seed=2, scale=0.5)
+    assert generate(workload, 5, 1.0, seed=2, scale=0.5, draw=12) == full[:5]
+    assert generate(workload, 12, 1.0, seed=2, scale=0.5, draw=12) == full
+    with pytest.raises(ValueError, match="draw"):
+        generate(workload, 5, 1.0, draw=4)
+
+
+def test_program_counts_per_rate() -> None:
+    assert program_counts(30, 3) == (30, 30, 30)
+    assert program_counts(parse_counts("20, 30,80"), 3) == (20, 30, 80)
+    assert parse_counts("7") == 7
+    with pytest.raises(ValueError, match="one per rate \\(3\\), got 2"):
+        program_counts((20, 30), 3)
+    with pytest.raises(ValueError, match=">= 1"):
+        program_counts((20, 0, 5), 3)
+    for bad in ("", "x", "3,y", "2.5"):
+        with pytest.raises(ValueError, match="N1,N2"):
+            parse_counts(bad)
 
 
 # ---- structure ------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ def payload(out: BenchOutput, comps: list[dict[str, Any]]) -> dict[str, Any]:
     plan = out.plan
     return {
         "command": "bench",
-        "workload": plan.workload, "seed": plan.seed, "scale": plan.scale, "programs": plan.programs,
+        "workload": plan.workload, "seed": plan.seed, "scale": plan.scale, "programs": plan.counts,
         "rates": plan.rates,
         "targets": [{"name": t.name, "url": t.base_url, "model": out.targets[t.name].model,
                      "root": out.targets[t.name].root, "max_model_len": out.targets[t.name].max_model_len,
@@ -79,8 +79,8 @@ def report_bench(out: BenchOutput, args: argparse.Namespace) -> int:
     multiples = tuple(given or report.DEFAULT_MULTIPLES)
     headline = given[0] if given else report.HEADLINE_MULTIPLE  # the first multiple given is the headline
     comps = comparisons(out, multiples)
-    print(f"workload {out.plan.workload}, {out.plan.programs} programs per point, seed {out.plan.seed}, "
-          f"scale {out.plan.scale:g}")
+    print(f"workload {out.plan.workload}, {'/'.join(map(str, out.plan.counts))} programs per point, "
+          f"seed {out.plan.seed}, scale {out.plan.scale:g}")
     print(report.format_table(out.rows, COLUMNS))
     for metric, label in (("mean_latency", "mean"), ("p95_latency", "P95")):
         group = [c for c in comps if c["metric"] == metric]
@@ -94,6 +94,9 @@ def report_bench(out: BenchOutput, args: argparse.Namespace) -> int:
     print(summary_line(comps, headline))
     report.write_json(args.json, payload(out, comps))
     if args.plot:
-        report.plot_latency(out.rows, args.plot, title=f"{out.plan.workload} (real engines)")
+        targets = {c["metric"]: c["target"] for c in comps if c["multiple"] == headline}
+        label = f"{headline:g}x {out.plan.targets[0].name} at {out.plan.rates[0]:g}/s"
+        report.plot_latency(out.rows, args.plot, title=f"{out.plan.workload} (real engines)", targets=targets,
+                            target_label=label)
     print(f"wrote {args.json}" + (f" and {args.plot}" if args.plot else ""))
     return 0 if any(r.get("completed_programs") for r in out.rows) else 1

@@ -37,7 +37,9 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     b.add_argument("--target", action="append", required=True, metavar="NAME=URL",
                    help="an OpenAI-compatible endpoint (repeat for several; NAME becomes the row's policy)")
     b.add_argument("--rates", type=_floats, required=True, metavar="R1,R2,...", help="programs per second")
-    b.add_argument("--programs", type=int, required=True, metavar="N", help="programs per rate point")
+    b.add_argument("--programs", required=True, metavar="N|N1,N2,...",
+                   help="programs per rate point, or one count per rate (the first N of one draw, so every "
+                        "rate replays a prefix of the same programs)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--scale", type=float, default=1.0, help="multiply every token count (default 1)")
     b.add_argument("--json", metavar="OUT", required=True, help="write results and per-call records here")

@@ -115,12 +115,15 @@ def _plain(value: Any) -> Any:
 
 def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str = "policy",
                  metrics: Sequence[tuple[str, str]] = (("mean_latency", "mean"), ("p95_latency", "P95")),
-                 ylim_multiple: float | None = 12.0) -> None:
+                 ylim_multiple: float | None = 12.0, targets: Mapping[str, float] | None = None,
+                 target_label: str = "latency target") -> None:
     """Latency vs arrival rate, one line per system, one panel per metric (like the paper's Fig. 12).
 
     `ylim_multiple` caps the y axis at that multiple of the lowest latency shown, so a baseline that
     explodes past saturation does not flatten every other curve (points above the cap are clipped);
-    below the cap the axis just fits the highest point."""
+    below the cap the axis just fits the highest point. `targets` (metric -> s/token) draws the latency
+    target of the throughput comparison as a dashed line: where a curve crosses it is that system's
+    sustainable rate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -135,13 +138,18 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
             ys = [float(r[metric]) for r in group]
             ax.plot(xs, ys, marker="o", ms=4, label=name)
             shown += [y for y in ys if math.isfinite(y) and y > 0]
+        target = (targets or {}).get(metric)
+        if target is not None and math.isfinite(target):
+            ax.axhline(target, color="gray", ls="--", lw=1, label=target_label)
+            shown.append(target)
         if ylim_multiple and shown:
             ax.set_ylim(0, min(ylim_multiple * min(shown), 1.08 * max(shown)))
         ax.set_xlabel("arrival rate (programs/s)")
         ax.set_ylabel(f"{label} latency (s/token)")
         ax.set_title(f"{title} — {label}" if title else label)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+    for ax in axes[0]:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

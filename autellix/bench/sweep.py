@@ -29,15 +29,18 @@ from autellix.bench import metrics
 from autellix.bench.driver import ReplayOptions, RunResult, replay
 from autellix.bench.prompts import PromptBuilder, load_tokenizer, local_tokenizer_for
 from autellix.bench.targets import Target, TargetInfo, engine_counters, parse_targets, probe
-from autellix.workloads import generate
+from autellix.workloads import generate, parse_counts, program_counts
 
 
 @dataclass(frozen=True)
 class BenchPlan:
+    """One real sweep. `counts[i]` programs run at `rates[i]`: the first counts[i] of one draw of
+    max(counts) programs, so every rate replays a prefix of the same programs."""
+
     workload: str
     targets: list[Target]
     rates: list[float]
-    programs: int
+    counts: list[int]
     seed: int = 0
     scale: float = 1.0
     model: str | None = None
@@ -126,21 +129,22 @@ async def run_bench(plan: BenchPlan, progress: bool = True) -> BenchOutput:
         builders = await _builders(client, plan, out)
         lens = [i.max_model_len for i in out.targets.values() if i.max_model_len]
         max_len = min(lens) if lens else None
-        span = sum(plan.programs / r for r in plan.rates) * len(plan.targets)
-        print(f"bench: {plan.programs} {plan.workload} programs x {len(plan.rates)} rates x "
-              f"{len(plan.targets)} targets; the arrival schedules alone take {span / 60:.1f} min "
-              f"(more when a target is past saturation)", file=sys.stderr)
-        bar = tqdm(total=len(plan.rates) * len(plan.targets) * plan.programs, unit="prog",
+        span = sum(n / r for n, r in zip(plan.counts, plan.rates)) * len(plan.targets)
+        print(f"bench: {'/'.join(map(str, plan.counts))} {plan.workload} programs at "
+              f"{'/'.join(f'{r:g}' for r in plan.rates)} programs/s x {len(plan.targets)} targets; the "
+              f"arrival schedules alone take {span / 60:.1f} min (more when a target is past saturation)",
+              file=sys.stderr)
+        bar = tqdm(total=sum(plan.counts) * len(plan.targets), unit="prog",
                    disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        for ri, rate in enumerate(plan.rates):
-            programs = generate(plan.workload, plan.programs, rate, plan.seed, plan.scale)
+        for ri, (rate, n) in enumerate(zip(plan.rates, plan.counts)):
+            programs = generate(plan.workload, n, rate, plan.seed, plan.scale, draw=max(plan.counts))
             for target in run_order(plan.targets, ri):
                 bar.set_postfix_str(f"{target.name} @ {rate:g}/s")
                 info = await probe(client, target)
                 if info.error:
-                    out.rows.append(_failed_row(target, rate, plan.programs, info.error))
+                    out.rows.append(_failed_row(target, rate, n, info.error))
                     print(f"bench: {target.name} @ {rate:g}/s skipped: {info.error}", file=sys.stderr)
-                    bar.update(plan.programs)
+                    bar.update(n)
                     continue
                 out.targets[target.name] = info
                 tag = f"{target.name}-r{rate:g}-{uuid.uuid4().hex[:8]}"
@@ -152,9 +156,9 @@ async def run_bench(plan: BenchPlan, progress: bool = True) -> BenchOutput:
                                    on_program_done=lambda _: bar.update(1))
                 after = await engine_counters(client, target)
                 deltas = {k: after[k] - before[k] for k in after if k in before}
-                bar.update(plan.programs - len(run.programs))
+                bar.update(n - len(run.programs))
                 out.runs.append(run)
-                row = summarize_run(run, plan.programs, deltas)
+                row = summarize_run(run, n, deltas)
                 out.rows.append(row)
                 # Each point is printed as it finishes, so an interrupted sweep still leaves its figures.
                 bar.write(f"bench: {target.name} @ {rate:g}/s: mean {row['mean_latency']:.4f} s/token, "
@@ -169,12 +173,12 @@ async def run_bench(plan: BenchPlan, progress: bool = True) -> BenchOutput:
 
 
 def plan_from_args(args: argparse.Namespace) -> BenchPlan:
-    if args.programs <= 0:
-        raise ValueError(f"--programs must be positive, got {args.programs}")
+    counts = program_counts(parse_counts(args.programs), len(args.rates))
     generate(args.workload, 1, 1.0, args.seed, args.scale)  # fail fast on a bad workload or scale
+    rates, counts = zip(*sorted(zip(args.rates, counts)))  # each count stays with its rate
     return BenchPlan(
-        workload=args.workload, targets=parse_targets(args.target), rates=sorted(args.rates),
-        programs=args.programs, seed=args.seed, scale=args.scale, model=args.model, tokenizer=args.tokenizer,
+        workload=args.workload, targets=parse_targets(args.target), rates=list(rates),
+        counts=list(counts), seed=args.seed, scale=args.scale, model=args.model, tokenizer=args.tokenizer,
         timeout=args.timeout, cooldown=args.cooldown, cache_salt=not args.no_cache_salt,
         send_identity=not args.no_identity)
 

@@ -23,7 +23,7 @@ from autellix.sim import hardware as hw
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SWAP_MODES, EngineConfig, sim_policy
 from autellix.sim.cost import CostModel, load_cost_model
-from autellix.workloads import WORKLOADS, ProgramSpec, generate
+from autellix.workloads import WORKLOADS, ProgramSpec, generate, parse_counts, program_counts
 
 TABLE_COLUMNS = ("policy", "rate", "mean_latency", "p95_latency", "p99_latency", "mean_jct", "mean_ttft",
                  "preemptions_per_call", "swaps_per_call", "wall_s")
@@ -32,12 +32,12 @@ TABLE_COLUMNS = ("policy", "rate", "mean_latency", "p95_latency", "p99_latency",
 @dataclass(frozen=True)
 class SweepSpec:
     """One sweep. Invariants (checked by `validate`): a known workload, >= 1 known policy, >= 1 positive
-    rate, programs >= 1, engines >= 1, a known balancer."""
+    rate, programs one count >= 1 or one per rate, engines >= 1, a known balancer."""
 
     workload: str
     policies: tuple[str, ...]
     rates: tuple[float, ...]
-    programs: int = 1000
+    programs: int | tuple[int, ...] = 1000
     engines: int = 1
     balancer: str = "locality"
     hardware: str = "h200"
@@ -61,8 +61,7 @@ class SweepSpec:
             raise ValueError("--rates: need at least one arrival rate (programs/s), e.g. --rates 1,2,4")
         if any(not r > 0 for r in self.rates):
             raise ValueError(f"--rates: every rate must be > 0, got {list(self.rates)}")
-        if self.programs < 1:
-            raise ValueError(f"--programs: must be >= 1, got {self.programs}")
+        program_counts(self.programs, len(self.rates))
         if self.engines < 1:
             raise ValueError(f"--engines: must be >= 1, got {self.engines}")
         if self.balancer not in BALANCERS:
@@ -85,13 +84,17 @@ def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
 
 
 @lru_cache(maxsize=2)
-def _programs(workload: str, n: int, rate: float, seed: int, scale: float) -> tuple[ProgramSpec, ...]:
-    return tuple(generate(workload, n, rate, seed, scale))
+def _programs(workload: str, n: int, draw: int, rate: float, seed: int,
+              scale: float) -> tuple[ProgramSpec, ...]:
+    return tuple(generate(workload, n, rate, seed, scale, draw=draw))
 
 
 def run_point(spec: SweepSpec, rate: float, policy: str, cost: CostModel, cpu_blocks: int) -> dict[str, Any]:
-    """Simulate one (policy, rate) point; return its result row."""
-    programs = _programs(spec.workload, spec.programs, rate, spec.seed, spec.scale)
+    """Simulate one (policy, rate) point (`rate` one of spec.rates); return its result row. The programs
+    are the rate's count's prefix of one draw of the sweep's largest count (workloads.generate)."""
+    counts = program_counts(spec.programs, len(spec.rates))
+    n = counts[spec.rates.index(rate)]
+    programs = _programs(spec.workload, n, max(counts), rate, spec.seed, spec.scale)
     res = simulate(programs, policy, cost, spec.engines, spec.balancer, spec.config, spec.policy_config,
                    cpu_blocks)
     totals = res.totals()
@@ -162,7 +165,8 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
     g = sim.add_argument_group("workload sweep (when --scenario is absent)")
     g.add_argument("--workload", help=f"one of {', '.join(sorted(WORKLOADS))}")
     g.add_argument("--rates", help="comma-separated program arrival rates (programs/s)")
-    g.add_argument("--programs", type=int, default=1000, help="programs per rate point (default 1000)")
+    g.add_argument("--programs", default="1000", metavar="N|N1,N2,...",
+                   help="programs per rate point, or one count per rate (default 1000)")
     g.add_argument("--engines", type=int, default=1, help="engines behind the balancer (default 1)")
     g.add_argument("--balancer", default="locality", help=f"one of {', '.join(sorted(BALANCERS))}")
     g.add_argument("--hardware", default="h200", help=f"GPU preset: {', '.join(sorted(hw.GPUS))}")
@@ -198,7 +202,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         pconf = pconf.replace(prefill_weight=args.prefill_weight)
     return SweepSpec(
         workload=args.workload, policies=tuple(p for p in (args.policy or "fcfs,autellix").split(",") if p),
-        rates=_floats(args.rates, "--rates"), programs=args.programs, engines=args.engines,
+        rates=_floats(args.rates, "--rates"), programs=parse_counts(args.programs), engines=args.engines,
         balancer=args.balancer, hardware=args.hardware, model=args.model, calibration=args.calibration,
         seed=args.seed, scale=args.scale, config=config, policy_config=pconf,
         baselines=tuple(b for b in args.baselines.split(",") if b),

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import math
 
-from autellix.bench.sweep import BenchOutput, BenchPlan, run_bench, run_order
+import pytest
+
+from autellix.bench.sweep import BenchOutput, BenchPlan, plan_from_args, run_bench, run_order
 from autellix.bench.targets import Target, parse_target
 
 from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 
 def _plan(targets: list[Target], seed: int = 0, **kw: object) -> BenchPlan:
-    settings = dict(workload="chat", targets=targets, rates=[20.0, 40.0], programs=3, seed=seed, scale=0.05,
+    settings = dict(workload="chat", targets=targets, rates=[20.0, 40.0], counts=[3, 3], seed=seed, scale=0.05,
                     tokenizer="gpt2", cooldown=0.0)
     settings.update(kw)
     return BenchPlan(**settings)  # type: ignore[arg-type]
@@ -67,6 +70,28 @@ def test_each_run_has_its_own_program_ids_and_cache_salt(serve_fake: ServeFake) 
     salts = {s.body["cache_salt"] for s in fake.requests}
     tags = {s.headers["x-program-id"].split(":")[0] for s in fake.requests}
     assert len(salts) == 2 and salts == tags  # one per rate point
+
+
+def test_one_program_count_per_rate_replays_a_prefix(serve_fake: ServeFake) -> None:
+    fake, url = serve_fake()
+    out = _run(_plan([parse_target(f"x={url}")], counts=[2, 4]))
+    rows = [(r["rate"], r["programs"], r["completed_programs"]) for r in out.rows]
+    assert rows == [(20.0, 2, 2), (40.0, 4, 4)]
+    by_run: dict[str, list[tuple[str, int]]] = {}
+    for s in fake.requests:
+        by_run.setdefault(s.body["cache_salt"], []).append((s.body["prompt"], s.body["max_tokens"]))
+    small, large = sorted(by_run.values(), key=len)
+    assert len(small) < len(large) and set(small) <= set(large)  # the 2 programs are 2 of the 4
+
+
+def test_plan_keeps_each_count_with_its_rate() -> None:
+    args = argparse.Namespace(workload="chat", target=["x=http://127.0.0.1:1"], rates=[0.9, 0.1, 0.3],
+                              programs="80,20,30", seed=0, scale=0.1, model=None, tokenizer=None,
+                              timeout=5.0, cooldown=0.0, no_cache_salt=False, no_identity=False)
+    plan = plan_from_args(args)
+    assert (plan.rates, plan.counts) == ([0.1, 0.3, 0.9], [20, 30, 80])
+    with pytest.raises(ValueError, match="one per rate"):
+        plan_from_args(argparse.Namespace(**{**vars(args), "programs": "20,30"}))
 
 
 def test_run_order_alternates() -> None:
