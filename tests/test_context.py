@@ -38,12 +38,14 @@ def test_what_the_gateway_writes_the_engine_reads(program, thread, service, wait
 
 def test_configuration_path():
     env = {"AUTELLIX_POLICY": "plas", "AUTELLIX_BETA": "4", "AUTELLIX_MAX_PREEMPTIONS": "3"}
-    name, config = resolve_config({}, env)
+    name, config, _ = resolve_config({}, env)
     assert (name, config.beta, config.max_preemptions) == ("plas", 4.0, 3)
-    name, config = resolve_config({"autellix": {"policy": "atlas", "beta": 2}}, env)
+    name, config, _ = resolve_config({"autellix": {"policy": "atlas", "beta": 2}}, env)
     assert (name, config.beta, config.max_preemptions) == ("atlas", 2.0, 3)
-    assert resolve_config(None, {})[0] == "autellix"
+    assert resolve_config(None, {}).policy == "autellix" and not resolve_config(None, {}).trace
+    assert resolve_config(None, {"AUTELLIX_TRACE": "1"}).trace
+    assert not resolve_config({"autellix": {"trace": False}}, {"AUTELLIX_TRACE": "yes"}).trace
     for bad in ({"autellix": {"policy": "srpt"}}, {"autellix": {"bogus": 1}}, {"autellix": {"beta": -1}},
-                {"autellix": "plas"}):
+                {"autellix": "plas"}, {"autellix": {"trace": "maybe"}}):
         with pytest.raises(ConfigError):
             resolve_config(bad, {})

@@ -1,8 +1,9 @@
 """The engine plugin's one configuration path (read once when an engine starts). Pure Python.
 
-`AUTELLIX_POLICY` (one of PLUGIN_POLICIES; default autellix) and the `AUTELLIX_<FIELD>` variables of
-`PolicyConfig.from_env`; vLLM's `--additional-config '{"autellix": {"policy": "plas", "beta": 4}}'`
-overrides them field by field.
+`AUTELLIX_POLICY` (one of PLUGIN_POLICIES; default autellix), `AUTELLIX_TRACE` (log every call's life;
+default off) and the `AUTELLIX_<FIELD>` variables of `PolicyConfig.from_env`; vLLM's
+`--additional-config '{"autellix": {"policy": "plas", "trace": true, "beta": 4}}'` overrides them field
+by field.
 """
 
 from __future__ import annotations
@@ -10,20 +11,30 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from autellix.context import short_repr
 from autellix.policy import ConfigError, PolicyConfig
 
 PLUGIN_POLICIES = ("fcfs", "mlfq", "plas", "atlas", "autellix")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
-def resolve_config(additional_config: Any = None,
-                   environ: Mapping[str, str] | None = None) -> tuple[str, PolicyConfig]:
-    """Policy name and PolicyConfig from AUTELLIX_* variables, overridden by additional_config['autellix'].
+class PluginConfig(NamedTuple):
+    """What an engine's plugin runs. `trace`: one INFO line per call event (arrive, run, preempt, leave),
+    for reading a schedule back; off by default, since a busy engine sees thousands of calls a minute."""
+
+    policy: str
+    config: PolicyConfig
+    trace: bool = False
+
+
+def resolve_config(additional_config: Any = None, environ: Mapping[str, str] | None = None) -> PluginConfig:
+    """The plugin's settings from AUTELLIX_* variables, overridden by additional_config['autellix'].
     Raises ConfigError for an unknown policy or field, or an invalid value."""
     env = os.environ if environ is None else environ
     name = env.get("AUTELLIX_POLICY", "autellix").strip().lower()
+    trace = _flag("AUTELLIX_TRACE", env.get("AUTELLIX_TRACE", ""))
     config = PolicyConfig.from_env(env)
     override = additional_config.get("autellix") if isinstance(additional_config, Mapping) else None
     if override:
@@ -31,8 +42,19 @@ def resolve_config(additional_config: Any = None,
             raise ConfigError(f"additional_config.autellix: expected an object, got {short_repr(override)}")
         fields = dict(override)
         name = str(fields.pop("policy", name)).strip().lower()
+        if "trace" in fields:
+            trace = _flag("additional_config.autellix.trace", fields.pop("trace"))
         parsed = PolicyConfig.from_dict(fields)
         config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in fields})
     if name not in PLUGIN_POLICIES:
         raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; choose one of {PLUGIN_POLICIES}")
-    return name, config
+    return PluginConfig(name, config, trace)
+
+
+def _flag(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ConfigError(f"{key}: expected a boolean (1/0, true/false), got {short_repr(value)}")

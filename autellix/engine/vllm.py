@@ -18,7 +18,8 @@ Hooks (see docs/vllm-notes.md):
 - `_preempt_request` / `_free_request`  keep the policy's view in step (every preemption path and every
                      finish or abort path of vLLM goes through these two).
 
-Configuration: `autellix.engine.config` (AUTELLIX_* variables or vLLM's `--additional-config`).
+Configuration: `autellix.engine.config` (AUTELLIX_* variables or vLLM's `--additional-config`);
+AUTELLIX_TRACE=1 logs each call's arrive / run / preempt / leave (INFO, `vllm.autellix`).
 Request context: `autellix.context` (the `vllm_xargs` fields). Anything missing or garbled makes the call
 an anonymous one-call program; each kind of problem is logged once.
 """
@@ -104,7 +105,7 @@ class _AutellixMixin:
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.autellix_name, config = resolve_config(self.vllm_config.additional_config)
+        self.autellix_name, config, self._trace = resolve_config(self.vllm_config.additional_config)
         self.autellix = make_policy(self.autellix_name, config)
         self.table = config.new_table()
         self._tracks: dict[str, _Track] = {}       # request id -> track
@@ -119,7 +120,7 @@ class _AutellixMixin:
         self.policy = SchedulingPolicy.PRIORITY
         self.waiting = LevelQueue()
         self.kv_holding_waiting = LevelQueue()
-        logger.info("Autellix scheduler: policy=%s %s", self.autellix_name, config)
+        logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
 
@@ -131,6 +132,9 @@ class _AutellixMixin:
             self.autellix.add(call)
             request.priority = self.autellix.priority(call)
             self.autellix_stats["calls"] += 1
+            if self._trace:
+                logger.info("autellix trace: arrive %s program=%s level=%d", request.request_id,
+                            short_repr(call.program.program_id), call.level)
         super().add_request(request)
 
     def _open_call(self, request: Request) -> Call:
@@ -160,6 +164,9 @@ class _AutellixMixin:
             del self._by_call[track.call]
             self.autellix.remove(track.call)
             self.table.finish_call(track.call, time.monotonic())
+            if self._trace:
+                logger.info("autellix trace: leave %s program=%s service=%.0f", request.request_id,
+                            short_repr(track.call.program.program_id), track.call.program.service)
         return super()._free_request(request, *args, **kwargs)
 
     def _preempt_request(self, request: Request, *args: Any, **kwargs: Any) -> None:
@@ -167,6 +174,8 @@ class _AutellixMixin:
         track = self._tracks.get(request.request_id)
         if track is not None and track.call.state is CallState.RUNNING:
             self.autellix.on_preempt(track.call)
+            if self._trace:
+                logger.info("autellix trace: preempt %s level=%d", request.request_id, track.call.level)
 
     # -- each step -----------------------------------------------------------------------------------
 
@@ -182,6 +191,8 @@ class _AutellixMixin:
             track = self._tracks.get(rid)
             if track is not None and track.call.waiting_since >= 0:
                 policy.on_run(track.call)
+                if self._trace:
+                    logger.info("autellix trace: run %s level=%d", rid, track.call.level)
         if policy.step % _EXPIRE_EVERY == 0:
             self.table.expire(time.monotonic())
         return output

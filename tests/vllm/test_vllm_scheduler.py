@@ -116,6 +116,22 @@ def test_preempted_call_resumes_with_output_intact(async_scheduling):
     assert heavy.num_preemptions == 1
 
 
+def test_trace_logs_each_call_event_in_order(caplog):
+    """trace=True: one line per arrive / run / preempt / leave, in the scheduler's own order."""
+    sched = make_scheduler("plas", max_num_seqs=1, trace=True, **SMALL)
+    run = Runner(sched)
+    heavy = make_request(ctx("heavy", service=100), max_tokens=6)
+    run.add(heavy)
+    run.step()
+    fresh = make_request(ctx("fresh"), max_tokens=2)
+    with caplog.at_level(logging.INFO, logger="vllm.autellix"):
+        run.add(fresh)
+        run.run()
+    events = [tuple(r.getMessage().split()[2:4]) for r in caplog.records if "autellix trace:" in r.getMessage()]
+    h, f = heavy.request_id, fresh.request_id
+    assert events == [("arrive", f), ("preempt", h), ("run", f), ("leave", f), ("run", h), ("leave", h)]
+
+
 def test_stock_vllm_does_not_preempt_for_priority():
     sched = make_scheduler(None, max_num_seqs=1)
     run = Runner(sched)
