@@ -74,9 +74,26 @@ def _add_optional(sub: argparse._SubParsersAction, module: str, function: str,
     getattr(mod, function)(*(extra or (sub,)))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse a command line. Whatever follows the first `--` goes to vLLM unchanged, as `vllm_args`
+    (`engine`, `serve`); options may come before or after the model (argparse's REMAINDER would hand
+    every option after the model to vLLM)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passthrough: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, passthrough = argv[:cut], argv[cut + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(args, "vllm_args"):
+        args.vllm_args = passthrough
+    elif passthrough:
+        parser.error(f"{args.command} takes no arguments after --")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return args.func(args) or 0
     except (ValueError, FileNotFoundError) as exc:

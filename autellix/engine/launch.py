@@ -145,8 +145,10 @@ def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-seqs", type=int, default=None, help="vLLM's batch size limit")
     p.add_argument("--eager", action="store_true",
                    help="skip torch.compile / CUDA graphs (--enforce-eager): starts in seconds")
-    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=_cmd_engine)
+    p.add_argument("--trace", action="store_true",
+                   help="log each call's arrive / run / preempt / leave (AUTELLIX_TRACE=1): see why a call "
+                        "waited; one line per event, so leave it off under heavy load")
+    p.set_defaults(func=_cmd_engine, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
 
 
 def _cmd_engine(args: argparse.Namespace) -> int:
@@ -154,10 +156,12 @@ def _cmd_engine(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("vllm") is None:
         raise ValueError("vLLM is not installed: pip install 'autellix[cpu]' (or [gpu])")
-    extra = list(args.vllm_args)
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    if args.trace and args.policy == "vllm":
+        raise ValueError("--trace logs the Autellix scheduler's decisions; --policy vllm runs without it")
     argv = engine_argv(resolve_model(args.model), args.policy, args.port, args.host, args.max_num_seqs,
-                       args.eager, extra=extra)
+                       args.eager, extra=args.vllm_args)
     print(" ".join(argv), file=sys.stderr, flush=True)
-    os.execve(argv[0], argv, engine_env(args.policy))  # vLLM takes over this process and its signals
+    env = engine_env(args.policy)
+    if args.trace:
+        env["AUTELLIX_TRACE"] = "1"
+    os.execve(argv[0], argv, env)  # vLLM takes over this process and its signals

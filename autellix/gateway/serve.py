@@ -64,8 +64,7 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
-    p.add_argument("vllm_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_serve)
+    p.set_defaults(func=cmd_serve, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
 
 
 class _Terminated(BaseException):
@@ -89,7 +88,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     n = args.engines if args.engines is not None else (0 if args.engine_url else 1)
     if n < 0 or (n == 0 and not args.engine_url):
         raise ValueError("--engines: need at least one engine (local or --engine-url)")
-    extra = args.vllm_args[1:] if args.vllm_args[:1] == ["--"] else list(args.vllm_args)
+    extra = list(args.vllm_args)
     base_port = args.engine_port or args.port + 1
     local_urls = [f"http://127.0.0.1:{base_port + i}" for i in range(n)]
     config = gateway_config(args, local_urls + args.engine_url)  # validate before starting anything

@@ -113,3 +113,11 @@ def test_serve_rejects_no_engines() -> None:
     from autellix.cli import main
 
     assert main(["serve", "--engines", "0"]) == 2
+
+
+def test_serve_options_after_the_model_stay_ours() -> None:
+    """docs/gateway.md's `autellix serve MODEL_DIR --engines 4 -- --tensor-parallel-size 2`."""
+    from autellix.cli import parse_args
+
+    args = parse_args(["serve", "/m", "--engines", "4", "--", "--tensor-parallel-size", "2"])
+    assert (args.model, args.engines, args.vllm_args) == ("/m", 4, ["--tensor-parallel-size", "2"])

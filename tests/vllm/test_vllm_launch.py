@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autellix.cli import build_parser
+from autellix.cli import parse_args
 from autellix.engine.launch import SCHEDULER_CLS, engine_argv, engine_env
 
 
@@ -35,10 +35,25 @@ def test_env_carries_policy_and_knobs():
 
 
 def test_cli_registers_engine_and_model_commands():
-    parser = build_parser()
-    args = parser.parse_args(["engine", "--policy", "plas", "--port", "9000", "--max-num-seqs", "2"])
-    assert (args.policy, args.port, args.max_num_seqs, args.model) == ("plas", 9000, 2, None)
-    args = parser.parse_args(["engine", "/m", "--", "--seed", "3"])
-    assert args.model == "/m" and args.vllm_args[-2:] == ["--seed", "3"]
-    assert parser.parse_args(["model", "prepare"]).func.__name__ == "_cmd_prepare"
+    args = parse_args(["engine", "--policy", "plas", "--port", "9000", "--max-num-seqs", "2"])
+    assert (args.policy, args.port, args.max_num_seqs, args.model, args.vllm_args) == ("plas", 9000, 2, None, [])
+    # Options after the model are still ours; only what follows `--` goes to vLLM.
+    args = parse_args(["engine", "/m", "--policy", "mlfq", "--", "--seed", "3", "--policy", "x"])
+    assert (args.model, args.policy, args.vllm_args) == ("/m", "mlfq", ["--seed", "3", "--policy", "x"])
+    with pytest.raises(SystemExit):  # a vLLM flag without `--` is an error, not silently forwarded
+        parse_args(["engine", "/m", "--seed", "3"])
+    with pytest.raises(SystemExit):  # `sim` takes nothing for vLLM
+        parse_args(["sim", "--scenario", "paper-fig2", "--", "--seed", "3"])
+    assert parse_args(["model", "prepare"]).func.__name__ == "_cmd_prepare"
     assert SCHEDULER_CLS == "autellix.engine.vllm.AutellixScheduler"
+
+
+def test_engine_trace_flag_reaches_the_plugin(monkeypatch, tmp_path):
+    started = {}
+    monkeypatch.setattr("os.execve", lambda path, argv, env: started.update(argv=argv, env=env))
+    args = parse_args(["engine", str(tmp_path), "--policy", "plas", "--trace"])
+    args.func(args)
+    assert started["env"]["AUTELLIX_TRACE"] == "1" and started["env"]["AUTELLIX_POLICY"] == "plas"
+    args = parse_args(["engine", str(tmp_path), "--policy", "vllm", "--trace"])
+    with pytest.raises(ValueError, match="--trace"):  # stock vLLM has no plugin to trace
+        args.func(args)
