@@ -77,6 +77,24 @@ def test_fcfs_inside_a_level_by_arrival():
     assert list(p.waiting_order()) == [calls[0], calls[2]]
 
 
+@pytest.mark.parametrize("policy, old_first", [
+    (PLAS(CFG), True), (ATLAS(CFG), True),                       # level_order "program", the default
+    (PLAS(CFG.replace(level_order="call")), False), (MLFQ(CFG), False), (FCFS(CFG), False),
+], ids=["plas", "atlas", "plas-call-order", "mlfq", "fcfs"])
+def test_inside_a_level_the_older_program_goes_first(policy, old_first):
+    """Same level, the younger program's call waiting first: level_order "program" serves the program
+    that arrived first (a level's programs finish one after another, not all late together); "call",
+    FCFS and MLFQ keep each call's own arrival."""
+    table = ProcessTable()
+    table.start("old", now=0.0)
+    table.start("young", now=5.0)
+    young = arrive(table, policy, "young", now=6.0)
+    old = arrive(table, policy, "old", now=7.0)
+    assert old.level == young.level
+    assert list(policy.waiting_order()) == ([old, young] if old_first else [young, old])
+    assert policy.schedule([], SeatBudget(1)).admitted == [old if old_first else young]
+
+
 def test_strict_priority_prefers_lower_levels():
     table, p = ProcessTable(), PLAS(CFG)
     table.start("heavy").service = 30
@@ -261,6 +279,7 @@ def test_lifecycle_guards():
     ({"max_preemptions": -1}, "max_preemptions"),
     ({"preempt_gap": 0}, "preempt_gap"),
     ({"service_rule": "sum"}, "service_rule"),
+    ({"level_order": "random"}, "level_order"),
 ])
 def test_bad_config_names_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -270,9 +289,10 @@ def test_bad_config_names_the_field(kwargs, field):
 def test_config_from_env_and_dict():
     cfg = PolicyConfig.from_env({"AUTELLIX_BETA": "2.5", "AUTELLIX_BOUNDARIES": "0,64,inf",
                                  "AUTELLIX_MAX_PREEMPTIONS": "4", "AUTELLIX_STARVATION": "off",
-                                 "AUTELLIX_PREEMPT_GAP": "3", "AUTELLIX_SERVICE_RULE": "critical_path"})
+                                 "AUTELLIX_PREEMPT_GAP": "3", "AUTELLIX_SERVICE_RULE": "critical_path",
+                                 "AUTELLIX_LEVEL_ORDER": "call"})
     assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap,
-            cfg.service_rule) == (2.5, (0, 64, math.inf), 4, False, 3, "critical_path")
+            cfg.service_rule, cfg.level_order) == (2.5, (0, 64, math.inf), 4, False, 3, "critical_path", "call")
     with pytest.raises(ConfigError, match="bogus"):
         PolicyConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="beta"):

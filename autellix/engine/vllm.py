@@ -118,8 +118,8 @@ class _AutellixMixin:
         # is then the worst level, and the waiting queues order by level and change order cheaply.
         assert not self.waiting and not self.kv_holding_waiting
         self.policy = SchedulingPolicy.PRIORITY
-        self.waiting = LevelQueue()
-        self.kv_holding_waiting = LevelQueue()
+        self.waiting = LevelQueue(self._queue_place)
+        self.kv_holding_waiting = LevelQueue(self._queue_place)
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
@@ -252,6 +252,11 @@ class _AutellixMixin:
         if new != request.priority:
             if not (self.waiting.reprioritize(request, new) or self.kv_holding_waiting.reprioritize(request, new)):
                 request.priority = new
+
+    def _queue_place(self, request: Request) -> tuple[float, int]:
+        """A queued request's place among equal levels: the policy's FCFS order (`Policy.order`)."""
+        track = self._tracks.get(request.request_id)
+        return self.autellix.order(track.call) if track is not None else (float("inf"), 0)
 
     def autellix_call(self, request_id: str) -> Call | None:
         """The policy's Call for a live request (for tests and introspection)."""

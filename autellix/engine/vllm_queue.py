@@ -1,20 +1,23 @@
-"""LevelQueue: vLLM's waiting queue, ordered by (priority, arrival), with cheap re-prioritisation.
+"""LevelQueue: vLLM's waiting queue, ordered by (priority, place), with cheap re-prioritisation.
 
 vLLM's PriorityRequestQueue is a heap of `Request`s compared by `Request.__lt__` (Python), and offers no
 way to change a queued request's priority short of an O(n) remove + heapify. Autellix changes
 priorities every few steps (promotion, ATLAS gang demotion), so this queue keeps heap entries
-`[priority, arrival_time, order, uid, request]` (compared in C; `uid` is unique, so requests themselves
-are never compared; `order` keeps a request's FCFS place when its priority changes) and changes a priority by invalidating the old entry and pushing a new one: O(log n).
+`[priority, place, order, uid, request]` (compared in C; `uid` is unique, so requests themselves are never
+compared; `place` and `order` keep a request's FCFS place when its priority changes) and changes a
+priority by invalidating the old entry and pushing a new one: O(log n).
 
-Same order as vLLM's priority policy: lower priority first, then earlier arrival. Implements vLLM
-0.32's `RequestQueue` interface, which is all the scheduler uses of `self.waiting`.
+Lower priority first, then the smaller `place(request)`: by default its arrival time, as vLLM's priority
+policy; the plugin passes the policy's FCFS order inside a level (`Policy.order`). Implements vLLM 0.32's
+`RequestQueue` interface, which is all the scheduler uses of `self.waiting`.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from vllm.v1.core.sched.request_queue import RequestQueue
 from vllm.v1.request import Request
@@ -26,7 +29,9 @@ class LevelQueue(RequestQueue):
     """Invariant: `_live` maps each queued request to its one valid heap entry; the heap may also hold
     stale entries (request slot None), dropped lazily at the top and compacted when they dominate."""
 
-    def __init__(self) -> None:
+    def __init__(self, place: Callable[[Request], Any] | None = None) -> None:
+        """`place(request)`: the FCFS key among equal priorities, read once when a request is queued."""
+        self._place = place or _arrival
         self._heap: list[list] = []
         self._live: dict[Request, list] = {}
         self._seq = itertools.count()
@@ -38,7 +43,7 @@ class LevelQueue(RequestQueue):
             self.reprioritize(request, request.priority)
             return
         n = next(self._seq)
-        entry = [request.priority, request.arrival_time, n, n, request]
+        entry = [request.priority, self._place(request), n, n, request]
         self._live[request] = entry
         heapq.heappush(self._heap, entry)
 
@@ -117,3 +122,7 @@ class LevelQueue(RequestQueue):
         if len(self._heap) > 2 * len(self._live) + 64:
             self._heap = [e for e in self._heap if e[_REQUEST] is not None]
             heapq.heapify(self._heap)
+
+
+def _arrival(request: Request) -> float:
+    return request.arrival_time

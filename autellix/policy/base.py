@@ -85,6 +85,10 @@ class Policy(ABC):
     def waiting_order(self) -> Iterator[Call]:
         """Waiting calls, best first. Lazy: schedule() stops early."""
 
+    def order(self, call: Call) -> tuple[float, int]:
+        """A call's FCFS place among calls of equal priority (an engine's queue breaks ties by it)."""
+        return (0.0, call.seq)
+
     @abstractmethod
     def rank(self, call: Call) -> tuple:
         """Total order key, lower runs first; a running call ranks before a waiting one it ties with."""

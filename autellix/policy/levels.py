@@ -4,8 +4,10 @@ Semantics (DESIGN.md §3):
 - A call enters the level chosen by `entry_service(call)`: the level whose [lo, hi) holds it.
 - Inside a level it may receive the level's quantum of service; past it, it moves down one level (the
   excess carries over, so charging 10 tokens at once or 1 token ten times gives the same level).
-- Inside a level, calls are FCFS by arrival (`Call.seq`); a running call is never displaced by a waiting
-  call of the same level (preemption only across levels: it pays only for a clearly better call).
+- Inside a level, calls are FCFS (`order`): by their program's arrival, then their own (`Call.seq`), for
+  program-aware policies with `level_order` "program" (the default); by their own arrival otherwise. A
+  running call is never displaced by a waiting call of the same level (preemption only across levels: it
+  pays only for a clearly better call).
 - Anti-starvation: a waiting call at level > 0 moves to level 0 when
       (program_wait + call_wait) / max(1, program_service + call_service) >= beta,
   where the program terms are the snapshots taken at arrival (zero for program-agnostic policies) and
@@ -41,8 +43,9 @@ class LevelPolicy(Policy):
         self.bounds = self.config.boundaries
         self.quanta = self.config.level_quanta()
         self.top = self.config.num_levels - 1
-        # queues[level] is a list of (seq, call) sorted by seq: FCFS by arrival inside a level.
-        self.queues: list[list[tuple[int, Call]]] = [[] for _ in range(self.config.num_levels)]
+        self._by_program = self.program_aware and self.config.level_order == "program"
+        # queues[level] is a list of (order(call), call), sorted: FCFS inside a level.
+        self.queues: list[list[tuple[tuple[float, int], Call]]] = [[] for _ in range(self.config.num_levels)]
         # Promotion deadlines: (step, seq, version, call); stale when call.version moved on.
         self._deadlines: list[tuple[float, int, int, Call]] = []
         self.promotions = 0
@@ -66,8 +69,12 @@ class LevelPolicy(Policy):
     def priority(self, call: Call) -> int:
         return call.level
 
+    def order(self, call: Call) -> tuple[float, int]:
+        """A call's FCFS place inside its level: (its program's arrival, or 0, then its own)."""
+        return (call.program.created if self._by_program else 0.0, call.seq)
+
     def rank(self, call: Call) -> tuple:
-        return (call.level, 0 if call.state is CallState.RUNNING else 1, call.seq)
+        return (call.level, 0 if call.state is CallState.RUNNING else 1, self.order(call))
 
     def outranks(self, waiter: Call, victim: Call) -> bool:
         return victim.level - waiter.level >= self.config.preempt_gap
@@ -86,12 +93,12 @@ class LevelPolicy(Policy):
     # -- queue membership --------------------------------------------------------------------------
 
     def _enqueue(self, call: Call) -> None:
-        bisect.insort(self.queues[call.level], (call.seq, call))
+        bisect.insort(self.queues[call.level], (self.order(call), call))
         self._push_deadline(call)
 
     def _dequeue(self, call: Call) -> None:
         queue = self.queues[call.level]
-        i = bisect.bisect_left(queue, (call.seq,))
+        i = bisect.bisect_left(queue, (self.order(call),))
         if i == len(queue) or queue[i][1] is not call:
             raise RuntimeError(f"{call!r} is not in level {call.level}")
         del queue[i]

@@ -1,7 +1,7 @@
 """RunningLevels: an engine's running calls filed by policy level, to find the worst ones quickly.
 
-For level policies a running call's rank is (level, seq) (policy/levels.py: `rank` = (level, running
-first, seq)), so the worst running calls are the highest seqs of the highest non-empty level. The engine
+For level policies a running call's rank is (level, order) (policy/levels.py: `rank` = (level, running
+first, order)), so the worst running calls are the last in order of the highest non-empty level. The engine
 refiles a call whenever its level may have changed (admission and its own event steps, which is where
 levels change), so `worst` never needs a full sort of the running set.
 """
@@ -15,10 +15,11 @@ from autellix.sim.request import SimCall
 
 
 class RunningLevels:
-    __slots__ = ("queues",)
+    __slots__ = ("queues", "order")
 
     def __init__(self, policy: LevelPolicy) -> None:
-        self.queues: list[list[tuple[int, SimCall]]] = [[] for _ in range(policy.config.num_levels)]
+        self.queues: list[list[tuple[tuple[float, int], SimCall]]] = [[] for _ in range(policy.config.num_levels)]
+        self.order = policy.order
 
     def refile(self, sc: SimCall) -> None:
         """File (or move) a running call under its current level."""
@@ -27,12 +28,12 @@ class RunningLevels:
             return
         if sc.level_slot >= 0:
             self.unfile(sc)
-        bisect.insort(self.queues[level], (sc.call.seq, sc))
+        bisect.insort(self.queues[level], (self.order(sc.call), sc))
         sc.level_slot = level
 
     def unfile(self, sc: SimCall) -> None:
         queue = self.queues[sc.level_slot]
-        i = bisect.bisect_left(queue, (sc.call.seq,))
+        i = bisect.bisect_left(queue, (self.order(sc.call),))
         if i == len(queue) or queue[i][1] is not sc:
             raise RuntimeError(f"running call {sc.call!r} is not filed at level {sc.level_slot}")
         del queue[i]

@@ -27,9 +27,9 @@ def expected_tokens(n: int) -> list[int]:
 
 
 def assert_heap(sched) -> None:
-    """The waiting queue yields its requests in (priority, arrival) order, each once."""
+    """The waiting queue yields its requests in (priority, the policy's FCFS order) order, each once."""
     order = list(sched.waiting)
-    keys = [(r.priority, r.arrival_time) for r in order]
+    keys = [(r.priority, sched.autellix.order(sched.autellix_call(r.request_id))) for r in order]
     assert keys == sorted(keys) and len(set(map(id, order))) == len(order) == len(sched.waiting)
     if order:
         assert sched.waiting.peek_request() is order[0]
@@ -114,6 +114,23 @@ def test_preempted_call_resumes_with_output_intact(async_scheduling):
     assert run.tokens[heavy.request_id] == expected_tokens(30)  # resumed by recompute, nothing lost
     assert run.tokens[fresh.request_id] == expected_tokens(5)
     assert heavy.num_preemptions == 1
+
+
+def test_waiting_queue_serves_the_older_program_first():
+    """Inside a level vLLM's queue follows the policy's order: the program the engine saw first."""
+    sched = make_scheduler("plas", max_num_seqs=1, **SMALL)
+    run = Runner(sched)
+    run.add(make_request(ctx("old"), max_tokens=2))
+    run.run()  # the engine now knows "old" (2 tokens of service: still level 0)
+    blocker = make_request(ctx("blocker"), max_tokens=4)
+    run.add(blocker)
+    run.step()
+    young, old = make_request(ctx("young"), max_tokens=2), make_request(ctx("old"), max_tokens=2)
+    run.add(young, old)  # young's call is queued first
+    assert young.priority == old.priority == 0
+    assert_heap(sched)
+    run.run()
+    assert run.finished[-3:] == [blocker.request_id, old.request_id, young.request_id]
 
 
 def test_trace_logs_each_call_event_in_order(caplog):
