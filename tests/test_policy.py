@@ -77,10 +77,13 @@ def test_fcfs_inside_a_level_by_arrival():
     assert list(p.waiting_order()) == [calls[0], calls[2]]
 
 
+PROGRAM_ORDER = CFG.replace(level_order="program")
+
+
 @pytest.mark.parametrize("policy, old_first", [
-    (PLAS(CFG), True), (ATLAS(CFG), True),                       # level_order "program", the default
-    (PLAS(CFG.replace(level_order="call")), False), (MLFQ(CFG), False), (FCFS(CFG), False),
-], ids=["plas", "atlas", "plas-call-order", "mlfq", "fcfs"])
+    (PLAS(PROGRAM_ORDER), True), (ATLAS(PROGRAM_ORDER), True),
+    (PLAS(CFG), False), (MLFQ(PROGRAM_ORDER), False), (FCFS(PROGRAM_ORDER), False),  # "call" is the default
+], ids=["plas-program-order", "atlas-program-order", "plas", "mlfq", "fcfs"])
 def test_inside_a_level_the_older_program_goes_first(policy, old_first):
     """Same level, the younger program's call waiting first: level_order "program" serves the program
     that arrived first (a level's programs finish one after another, not all late together); "call",

@@ -4,8 +4,8 @@ Semantics (DESIGN.md §3):
 - A call enters the level chosen by `entry_service(call)`: the level whose [lo, hi) holds it.
 - Inside a level it may receive the level's quantum of service; past it, it moves down one level (the
   excess carries over, so charging 10 tokens at once or 1 token ten times gives the same level).
-- Inside a level, calls are FCFS (`order`): by their program's arrival, then their own (`Call.seq`), for
-  program-aware policies with `level_order` "program" (the default); by their own arrival otherwise. A
+- Inside a level, calls are FCFS (`order`): by their own arrival (`Call.seq`), or, for program-aware
+  policies with `level_order` "program", by their program's arrival first. A
   running call is never displaced by a waiting call of the same level (preemption only across levels: it
   pays only for a clearly better call).
 - Anti-starvation: a waiting call at level > 0 moves to level 0 when

@@ -117,8 +117,9 @@ def test_preempted_call_resumes_with_output_intact(async_scheduling):
 
 
 def test_waiting_queue_serves_the_older_program_first():
-    """Inside a level vLLM's queue follows the policy's order: the program the engine saw first."""
-    sched = make_scheduler("plas", max_num_seqs=1, **SMALL)
+    """Inside a level vLLM's queue follows the policy's order; with level_order "program", the program
+    the engine saw first."""
+    sched = make_scheduler("plas", max_num_seqs=1, level_order="program", **SMALL)
     run = Runner(sched)
     run.add(make_request(ctx("old"), max_tokens=2))
     run.run()  # the engine now knows "old" (2 tokens of service: still level 0)
