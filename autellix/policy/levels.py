@@ -5,9 +5,9 @@ Semantics (DESIGN.md §3):
 - Inside a level it may receive the level's quantum of service; past it, it moves down one level (the
   excess carries over, so charging 10 tokens at once or 1 token ten times gives the same level).
 - Inside a level, calls are FCFS (`order`): by their own arrival (`Call.seq`), or, for program-aware
-  policies with `level_order` "program", by their program's arrival first. A
-  running call is never displaced by a waiting call of the same level (preemption only across levels: it
-  pays only for a clearly better call).
+  policies with `level_order` "program", by their program's arrival first. A running call is never
+  displaced by a waiting call of the same level (preemption only across levels: it pays only for a
+  clearly better call).
 - Anti-starvation: a waiting call at level > 0 moves to level 0 when
       (program_wait + call_wait) / max(1, program_service + call_service) >= beta,
   where the program terms are the snapshots taken at arrival (zero for program-agnostic policies) and
