@@ -300,6 +300,8 @@ def test_config_from_env_and_dict():
         PolicyConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="beta"):
         PolicyConfig.from_dict({"beta": "fast"})
+    with pytest.raises(ConfigError, match="starvation"):  # not silently False
+        PolicyConfig.from_dict({"starvation": "maybe"})
     with pytest.raises(ConfigError, match="unknown 'lottery'"):
         make_policy("lottery")
 

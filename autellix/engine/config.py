@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 from autellix.context import short_repr
 from autellix.policy import ConfigError, PolicyConfig
+from autellix.policy.config import parse_flag
 
 PLUGIN_POLICIES = ("fcfs", "mlfq", "plas", "atlas", "autellix")
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 class PluginConfig(NamedTuple):
@@ -34,7 +34,7 @@ def resolve_config(additional_config: Any = None, environ: Mapping[str, str] | N
     Raises ConfigError for an unknown policy or field, or an invalid value."""
     env = os.environ if environ is None else environ
     name = env.get("AUTELLIX_POLICY", "autellix").strip().lower()
-    trace = _flag("AUTELLIX_TRACE", env.get("AUTELLIX_TRACE", ""))
+    trace = parse_flag("AUTELLIX_TRACE", env.get("AUTELLIX_TRACE", ""))
     config = PolicyConfig.from_env(env)
     override = additional_config.get("autellix") if isinstance(additional_config, Mapping) else None
     if override:
@@ -43,18 +43,10 @@ def resolve_config(additional_config: Any = None, environ: Mapping[str, str] | N
         fields = dict(override)
         name = str(fields.pop("policy", name)).strip().lower()
         if "trace" in fields:
-            trace = _flag("additional_config.autellix.trace", fields.pop("trace"))
+            trace = parse_flag("additional_config.autellix.trace", fields.pop("trace"))
         parsed = PolicyConfig.from_dict(fields)
         config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in fields})
     if name not in PLUGIN_POLICIES:
         raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; choose one of {PLUGIN_POLICIES}")
     return PluginConfig(name, config, trace)
 
-
-def _flag(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ConfigError(f"{key}: expected a boolean (1/0, true/false), got {short_repr(value)}")

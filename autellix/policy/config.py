@@ -141,8 +141,8 @@ class PolicyConfig:
                           ("max_preemptions", int), ("preempt_gap", int)):
             if key in kwargs:
                 kwargs[key] = _coerce(key, kwargs[key], kind)
-        if isinstance(kwargs.get("starvation"), str):
-            kwargs["starvation"] = kwargs["starvation"].strip().lower() in ("1", "true", "yes", "on")
+        if "starvation" in kwargs:
+            kwargs["starvation"] = parse_flag("starvation", kwargs["starvation"])
         return cls(**kwargs)
 
     @classmethod
@@ -159,6 +159,19 @@ def _parse_floats(key: str, text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError as exc:
         raise ConfigError(f"{key}: expected comma-separated numbers, got {text!r}") from exc
+
+
+def parse_flag(key: str, value: Any) -> bool:
+    """A boolean setting from JSON or an environment variable: true/false, 1/0, yes/no, on/off ("" is
+    false). Anything else is a ConfigError naming `key`, not a silent False."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{key}: expected a boolean (1/0, true/false), got {value!r}")
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:
