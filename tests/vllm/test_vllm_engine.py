@@ -62,7 +62,7 @@ class _Engine:
         # One client, its connections kept alive: a fresh httpx client per call loads its TLS context
         # first, which took up to 5 s on a loaded 2-core machine (CI), so a call sent "after" B started
         # reached the engine after B had finished. Reused, a call arrives in ~0.03 s under the same load.
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300)
         try:
             wait_ready(port, self.proc, timeout=600)
             # The port was free when picked, not necessarily when the engine bound it: make sure the
