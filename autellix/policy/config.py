@@ -67,8 +67,9 @@ class PolicyConfig:
     call's). "call": each call's own arrival (DESIGN.md §3), which interleaves a level's programs call
     by call, i.e. processor sharing among programs of about the same attained service. "program": calls
     of the program that arrived first go first, so a level serves its programs one after another. In
-    docs/policy.md ("Order inside a level"), "program" gains 10-37% throughput on the simulated H200,
-    but cost 25% of mean latency at 0.9/s on the real CPU engine, hence not the default."""
+    docs/policy.md ("Order inside a level"), "program" gains 10-37% throughput on the simulated H200;
+    on the real CPU engine it cost 25% of mean latency at 0.9/s one day and 2% another, hence not the
+    default until that is understood."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     extra: Mapping[str, Any] = field(default_factory=dict)
