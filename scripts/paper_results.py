@@ -27,8 +27,8 @@ from autellix.sim.sweep import TABLE_COLUMNS, SweepSpec, run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_RATES = (0.25, 0.5, 1, 1.5, 2, 2.5, 2.75, 3, 3.25, 3.5, 4, 5, 6, 8)
-TREE_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5)
-MIXED_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 6, 7, 8, 10)
+TREE_RATES = (0.25, 0.5, 0.6, 0.65, 0.7, 0.75, 1, 1.25, 1.5, 2, 2.5, 3, 4, 5)
+MIXED_RATES = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.6, 1.75, 2, 2.5, 3, 4, 5, 6, 7, 8, 10)
 # Policy knobs from AUTELLIX_* variables, as for `autellix sim` (e.g. AUTELLIX_PREEMPT_GAP=1).
 BASE = dict(hardware="h200", model="llama3.1-8b", seed=0, policy_config=PolicyConfig.from_env())
 
@@ -123,12 +123,14 @@ def md_latency(payload: dict[str, Any], metric: str = "mean_latency", key: str =
 
 def md_comparisons(comparisons: list[dict[str, Any]]) -> str:
     lines = ["| system | baseline | 2x target | 5x target | 10x target |", "|---|---|---|---|---|"]
-    pairs = list(dict.fromkeys((c["system"], c["baseline"]) for c in comparisons))
-    for system, baseline in pairs:
-        cs = {c["multiple"]: c for c in comparisons if c["system"] == system and c["baseline"] == baseline}
+    pairs = list(dict.fromkeys((c["system"], c["baseline"], bool(c.get("stable"))) for c in comparisons))
+    for system, baseline, stable in pairs:
+        cs = {c["multiple"]: c for c in comparisons
+              if (c["system"], c["baseline"], bool(c.get("stable"))) == (system, baseline, stable)}
         cells = [f"{_ratio(cs[m])} ({float(cs[m]['rate_a']):.2f} vs {float(cs[m]['rate_b']):.2f})"
                  if m in cs else "-" for m in (2.0, 5.0, 10.0)]
-        lines.append(f"| {system} | {baseline} | " + " | ".join(cells) + " |")
+        label = f"{system}, stable points" if stable else system
+        lines.append(f"| {label} | {baseline} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -47,7 +47,7 @@ def main() -> int:
         minutes = sum(r["sim_end_s"] for r in payload["results"]) / 60
         parts = []
         for c in payload["comparisons"]:
-            if c["baseline"] != spec.baselines[0]:
+            if c["baseline"] != spec.baselines[0] or c.get("stable"):  # the measured run's ratios only
                 continue
             if c["bound"] != "?":  # neither side crossed the target: the sweep says nothing about the ratio
                 ratios.setdefault((c["system"], c["multiple"]), []).append(c["ratio"])

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from autellix.bench.metrics import (latency_target, summarize, sustainable_rate,
+from autellix.bench.metrics import (backlog_growth, latency_target, summarize, sustainable_rate,
                                     throughput_at_equal_latency)
 from autellix.bench.report import compare, format_comparisons, format_table, plot_latency, write_json
 
@@ -33,6 +33,79 @@ def test_summarize_skips_missing_values():
     assert s.mean_ttft == 1.0 and s.mean_tpot == pytest.approx(0.1)
     assert s.preemptions_per_call == 1.0 and s.swaps_per_call == 0.5 and s.mean_wait == 0.5
     assert math.isnan(summarize([], []).mean_latency)
+
+
+@dataclass
+class Timed:
+    program: str
+    arrival: float
+    finish: float | None
+    output_tokens: int = 10
+
+    @property
+    def latency(self) -> float | None:
+        return None if self.finish is None else (self.finish - self.arrival) / self.output_tokens
+
+    @property
+    def jct(self) -> float | None:
+        return None if self.finish is None else self.finish - self.arrival
+
+
+@dataclass
+class TimedCall:
+    program: str
+    finished: float | None
+    output_tokens: int = 10
+    ttft: float | None = None
+    tpot: float | None = None
+
+
+def _single_server(n: int, gap: float, service: float) -> tuple[list[Timed], list[TimedCall]]:
+    """FCFS on one server: programs every `gap` s, each one call of 10 tokens taking `service` s."""
+    programs, calls, free = [], [], 0.0
+    for i in range(n):
+        free = max(free, i * gap) + service
+        programs.append(Timed(f"p{i}", i * gap, free))
+        calls.append(TimedCall(f"p{i}", free))
+    return programs, calls
+
+
+def test_backlog_growth_is_zero_while_keeping_up_and_one_minus_capacity_over_rate_past_it():
+    assert backlog_growth(*_single_server(400, 1.0, 0.9)) == pytest.approx(0.0, abs=0.01)
+    # capacity 0.5/s at 1/s: half of each arrival's work stays behind
+    assert backlog_growth(*_single_server(400, 1.0, 2.0)) == pytest.approx(0.5, abs=0.01)
+    assert backlog_growth(*_single_server(400, 1.0, 4.0)) == pytest.approx(0.75, abs=0.01)
+    assert summarize(*_single_server(400, 1.0, 2.0)).backlog_growth == pytest.approx(0.5, abs=0.01)
+    # failed programs (no finish) and their calls are left out rather than counted as backlog
+    programs, calls = _single_server(400, 1.0, 0.9)
+    programs += [Timed(f"f{i}", 300.0 + i, None) for i in range(50)]
+    calls += [TimedCall(f"f{i}", 301.0 + i if i < 25 else None) for i in range(50)]
+    assert backlog_growth(programs, calls) == pytest.approx(0.0, abs=0.01)
+    assert math.isnan(backlog_growth(*_single_server(30, 1.0, 2.0)))  # too few programs to tell
+
+
+def test_backlog_growth_counts_work_under_a_size_aware_order():
+    """Past capacity, serving the smallest program first leaves big programs behind: the work piles up
+    at 1 - capacity / rate all the same."""
+    programs: list[Timed] = []
+    for i in range(400):  # a 1-token program every second, a 5-token one every 4th second
+        programs.append(Timed(f"s{i}", float(i), None, 1))
+        if i % 4 == 0:
+            programs.append(Timed(f"b{i}", float(i), None, 5))
+    remaining = {p.program: p.output_tokens for p in programs}
+    calls, t = [], 0.0
+    while remaining:  # one token per 0.5 s step, to the smallest arrived program (oldest first)
+        ready = [p for p in programs if p.program in remaining and p.arrival <= t]
+        if ready:
+            p = min(ready, key=lambda p: (p.output_tokens, p.arrival))
+            remaining[p.program] -= 1
+            if not remaining[p.program]:
+                del remaining[p.program]
+                p.finish = t + 0.5
+                calls.append(TimedCall(p.program, p.finish, p.output_tokens))
+        t += 0.5
+    # arrivals bring 2.25 tokens/s and the server does 2/s
+    assert backlog_growth(programs, calls) == pytest.approx(1 - 2 / 2.25, abs=0.02)
 
 
 def test_sustainable_rate_interpolates_the_first_crossing():
@@ -74,3 +147,22 @@ def test_report_compare_table_json_and_plot(tmp_path):
     assert '"inf"' in (tmp_path / "r.json").read_text() and "NaN" not in (tmp_path / "r.json").read_text()
     plot_latency(rows, tmp_path / "p.png", title="t", targets={"mean_latency": 0.02}, target_label="2x fcfs")
     assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_compare_stable_points_only(tmp_path):
+    """Autellix's 2/s point is under the target but its backlog grew: with `stable` it is not sustained."""
+    rows = [{"policy": p, "rate": r, "mean_latency": l, "p95_latency": l, "backlog_growth": g}
+            for p, pts in (("fcfs", [(0.01, 0.0), (0.03, 0.2), (0.09, 0.4)]),
+                           ("autellix", [(0.01, 0.0), (0.015, 0.2), (0.04, 0.4)]))
+            for r, (l, g) in zip([1, 2, 3], pts)]
+    measured, = compare(rows, "fcfs", multiples=(3.0,))
+    stable, = compare(rows, "fcfs", multiples=(3.0,), stable=True)
+    assert measured["ratio"] == pytest.approx(1.3) and not measured["stable"]
+    assert stable["stable"] and stable["target"] == measured["target"]
+    assert stable["rate_a"] == 1 and stable["rate_b"] == 1 and stable["ratio"] == 1
+    assert "[stable points]" in format_comparisons([stable])
+    plot_latency(rows, tmp_path / "p.png")  # points whose backlog grew are drawn hollow
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    for r in rows:  # no growth recorded (an older JSON): every point counts as sustained
+        del r["backlog_growth"]
+    assert compare(rows, "fcfs", multiples=(3.0,), stable=True)[0]["ratio"] == pytest.approx(1.3)

@@ -42,6 +42,15 @@ def test_one_program_count_per_rate(tmp_path):
     assert rows[0]["calls"] < rows[1]["calls"]
 
 
+def test_backlog_growth_flags_points_past_capacity(tmp_path):
+    """Two seats: at 0.05 programs/s the engine keeps up, at 20/s the queue grows for the whole run."""
+    out = tmp_path / "r.json"
+    assert main([*ARGS, "--programs", "60", "--policy", "fcfs", "--rates", "0.05,20", "--max-num-seqs", "2",
+                 "--json", str(out)]) == 0
+    light, heavy = json.loads(out.read_text())["results"]
+    assert abs(light["backlog_growth"]) < 0.05 and heavy["backlog_growth"] > 0.5
+
+
 def test_multi_engine_sweep(tmp_path):
     out = tmp_path / "r.json"
     assert main([*ARGS, "--policy", "autellix", "--rates", "2", "--engines", "2", "--balancer",

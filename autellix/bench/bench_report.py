@@ -18,7 +18,8 @@ from autellix.bench import report
 from autellix.bench.sweep import BenchOutput
 
 COLUMNS = ("policy", "rate", "programs", "failed_programs", "mean_latency", "p95_latency", "p99_latency",
-           "mean_jct", "mean_ttft", "mean_tpot", "preemptions_per_call", "prefix_cache_hit_rate", "wall_s")
+           "mean_jct", "mean_ttft", "mean_tpot", "preemptions_per_call", "prefix_cache_hit_rate",
+           "backlog_growth", "wall_s")
 
 
 def comparisons(out: BenchOutput, multiples: tuple[float, ...]) -> list[dict[str, Any]]:

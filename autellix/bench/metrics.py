@@ -11,6 +11,17 @@ latency stays under a target, linearly interpolated between the last sweep point
 the first one over it; the ratio of two systems' rates is the gain. The target is a multiple of the
 lowest-load latency (`latency_target`): near-zero load measures the engine, not the scheduler.
 
+Backlog growth (is a point past capacity?): past capacity the queue grows for as long as programs
+arrive, so a finite run's mean latency there depends on its length, and "sustained" means nothing.
+`backlog_growth` = (work to do at the last arrival - work to do at the middle of the arrival window) /
+work that arrived in between, work being output tokens. It is about 0 while the system keeps up (the
+backlog fluctuates around its Little's-law level) and about 1 - capacity / rate past capacity, whatever
+order the policy serves in (counting programs instead would favour orders that leave the largest ones
+behind). Near capacity heavy-tailed workloads fluctuate slowly: a few hundredths either way is noise. The
+window's middle is used so the warm-up from an empty engine is over; that holds when programs last well
+under half the window (thousands of simulated programs). In a run of a few dozen programs that last
+about as long as half the window, the warm-up alone shows up as growth.
+
 Inputs are duck-typed: anything with `latency` and `jct` (programs) or `ttft`, `tpot` (calls) works, so
 the real benchmark's records (bench/records.py) and the simulator's (sim/result.py) share this code.
 """
@@ -25,6 +36,8 @@ from typing import Protocol
 import numpy as np
 
 PERCENTILES = (50, 95, 99)
+MIN_HALF = 20
+"""Fewest programs arriving in the second half of the window for `backlog_growth` to mean anything."""
 
 
 class ProgramLike(Protocol):
@@ -75,6 +88,7 @@ class Summary:
     mean_wait: float
     preemptions_per_call: float
     swaps_per_call: float
+    backlog_growth: float = math.nan
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -97,7 +111,35 @@ def summarize(programs: Sequence[ProgramLike], calls: Sequence[CallLike] = ()) -
         mean_wait=float(np.mean([getattr(c, "wait", 0.0) for c in calls])) if calls else math.nan,
         preemptions_per_call=sum(getattr(c, "preemptions", 0) for c in calls) / n,
         swaps_per_call=sum(getattr(c, "swaps", 0) for c in calls) / n,
+        backlog_growth=backlog_growth(programs, calls) if calls else math.nan,
     )
+
+
+def backlog_growth(programs: Sequence[ProgramLike], calls: Sequence[CallLike]) -> float:
+    """Share of the work that arrived in the second half of the arrival window and was still to do at the
+    last arrival, net of the work to do at the window's middle (module docstring). Work is output tokens:
+    a program brings all of its own on arrival, a call takes its own away when it finishes (a call in
+    progress counts as not started, a bias bounded by the engine's seats). Programs need `arrival`,
+    `finish` and `output_tokens`, calls `program`, `finished` and `completion_tokens` or `output_tokens`,
+    all on one clock; failed programs and their calls are left out. NaN when fewer than MIN_HALF
+    programs arrive in the second half."""
+    ok = {p.program: p for p in programs if getattr(p, "finish", None) is not None}
+    if len(ok) < 2 * MIN_HALF:
+        return math.nan
+    arrival = np.array([p.arrival for p in ok.values()], dtype=float)
+    brought = np.array([p.output_tokens for p in ok.values()], dtype=float)
+    done = [(c.finished, getattr(c, "completion_tokens", None) or c.output_tokens) for c in calls
+            if c.program in ok and c.finished is not None]
+    finished, taken = (np.array(x, dtype=float) for x in zip(*done)) if done else (np.zeros(0),) * 2
+    mid, end = (arrival.min() + arrival.max()) / 2, arrival.max()
+
+    def to_do(t: float) -> float:
+        return float(brought[arrival <= t].sum() - taken[finished <= t].sum())
+
+    second = (arrival > mid) & (arrival <= end)
+    if second.sum() < MIN_HALF:
+        return math.nan
+    return (to_do(end) - to_do(mid)) / float(brought[second].sum())
 
 
 # -- throughput at equal latency -------------------------------------------------------------------------

@@ -39,6 +39,11 @@ class CallRecord:
             return None
         return (self.latency - self.ttft) / (self.completion_tokens - 1)
 
+    @property
+    def finished(self) -> float | None:
+        """When its last token came (the run's clock), None for a failed call."""
+        return None if self.latency is None else self.issued + self.latency
+
     def to_json(self) -> dict[str, Any]:
         return asdict(self) | {"tpot": self.tpot}
 

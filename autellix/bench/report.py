@@ -21,6 +21,10 @@ HEADLINE_MULTIPLE = 5.0
 """The multiple quoted as *the* gain: at or just past the knee of FCFS's curve in the simulator's sweeps
 (docs/simulator.md)."""
 
+STABLE_GROWTH = 0.05
+"""A sweep point counts as sustained only if its backlog grew by at most this share of its arrivals
+(metrics.backlog_growth); past it the point's latency is a finite run's, not a steady state's."""
+
 Row = Mapping[str, Any]
 
 
@@ -33,29 +37,40 @@ def series(rows: Iterable[Row], key: str = "policy") -> dict[str, list[Row]]:
 
 
 def compare(rows: Iterable[Row], baseline: str, key: str = "policy", metric: str = "mean_latency",
-            multiples: Sequence[float] = DEFAULT_MULTIPLES) -> list[dict[str, Any]]:
+            multiples: Sequence[float] = DEFAULT_MULTIPLES, stable: bool = False) -> list[dict[str, Any]]:
     """Throughput at equal latency of every system against `baseline`, at each target multiple of the
-    baseline's lowest-rate latency. Systems must share the baseline's rates (interleaved sweeps do)."""
+    baseline's lowest-rate latency. Systems must share the baseline's rates (interleaved sweeps do).
+    `stable`: a point whose backlog grew (`backlog_growth` > STABLE_GROWTH) counts as over the target,
+    so each rate is one the system sustained in a steady state; the target itself is unchanged."""
     groups = series(rows, key)
     if baseline not in groups:
         return []
     base = groups[baseline]
     rates = [r["rate"] for r in base]
     base_lat = [float(r[metric]) for r in base]
+    target_lat = [_latency(r, metric, stable) for r in base]
     out = []
     for name, group in groups.items():
         if name == baseline:
             continue
-        by_rate = {r["rate"]: float(r[metric]) for r in group}
+        by_rate = {r["rate"]: _latency(r, metric, stable) for r in group}
         if any(rate not in by_rate for rate in rates):
             continue
         lat = [by_rate[rate] for rate in rates]
         for m in multiples:
-            c: Comparison = throughput_at_equal_latency(rates, lat, base_lat,
+            c: Comparison = throughput_at_equal_latency(rates, lat, target_lat,
                                                         latency_target(rates, base_lat, m))
             out.append({"system": name, "baseline": baseline, "metric": metric, "multiple": m,
-                        **c.as_dict()})
+                        "stable": stable, **c.as_dict()})
     return out
+
+
+def _latency(row: Row, metric: str, stable: bool) -> float:
+    """The row's latency; infinite when `stable` and its backlog grew (unknown growth counts as none)."""
+    growth = row.get("backlog_growth", math.nan)
+    if stable and growth is not None and growth > STABLE_GROWTH:
+        return math.inf
+    return float(row[metric])
 
 
 def _fmt(value: Any, width: int) -> str:
@@ -88,7 +103,7 @@ def format_comparisons(comparisons: Sequence[Mapping[str, Any]]) -> str:
         bound = {"": "", ">=": " (lower bound)", "<=": " (upper bound)", "?": " (both censored)"}[c["bound"]]
         lines.append(f"{c['system']:>14} vs {c['baseline']:<14} target {c['multiple']:g}x = "
                      f"{c['target']:.4g} s/tok: {c['rate_a']:.3g} vs {c['rate_b']:.3g} prog/s -> "
-                     f"{text}{bound}")
+                     f"{text}{bound}{' [stable points]' if c.get('stable') else ''}")
     return "\n".join(lines)
 
 
@@ -123,7 +138,7 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
     explodes past saturation does not flatten every other curve (points above the cap are clipped);
     below the cap the axis just fits the highest point. `targets` (metric -> s/token) draws the latency
     target of the throughput comparison as a dashed line: where a curve crosses it is that system's
-    sustainable rate."""
+    sustainable rate. Points whose backlog grew (`backlog_growth` > STABLE_GROWTH) are drawn hollow."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -133,11 +148,18 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 4.0), squeeze=False)
     for ax, (metric, label) in zip(axes[0], metrics):
         shown: list[float] = []
+        any_past = False
         for name, group in groups.items():
             xs = [r["rate"] for r in group]
             ys = [float(r[metric]) for r in group]
-            ax.plot(xs, ys, marker="o", ms=4, label=name)
+            line, = ax.plot(xs, ys, marker="o", ms=4, label=name)
+            past = [(x, y) for x, y, r in zip(xs, ys, group) if _latency(r, metric, True) == math.inf]
+            if past:  # hollow markers: the backlog grew, so the point is not a steady state
+                ax.plot(*zip(*past), ls="", marker="o", ms=6, mfc="white", mec=line.get_color())
+                any_past = True
             shown += [y for y in ys if math.isfinite(y) and y > 0]
+        if any_past:
+            ax.plot([], [], ls="", marker="o", ms=6, mfc="white", mec="gray", label="backlog grew")
         target = (targets or {}).get(metric)
         if target is not None and math.isfinite(target):
             ax.axhline(target, color="gray", ls="--", lw=1, label=target_label)
