@@ -67,7 +67,8 @@ class PolicyConfig:
     call's). "call": each call's own arrival (DESIGN.md §3), which interleaves a level's programs call
     by call, i.e. processor sharing among programs of about the same attained service. "program": calls
     of the program that arrived first go first, so a level serves its programs one after another. In
-    docs/policy.md ("Order inside a level"), "program" gains 10-37% throughput on the simulated H200;
+    docs/policy.md ("Order inside a level"), "program" gains 10-37% as-measured throughput on the simulated
+    H200 (finite runs past capacity, where the order of the backlog decides mean latency);
     on the real CPU engine it cost 25% of mean latency at 0.9/s one day and 2% another, hence not the
     default until that is understood."""
     table_ttl: float = 600.0
