@@ -86,28 +86,37 @@ def test_backlog_growth_is_zero_while_keeping_up_and_one_minus_capacity_over_rat
     assert math.isnan(backlog_growth(*_single_server(30, 1.0, 2.0)))  # too few programs to tell
 
 
+def _one_server(arrivals: list[int], sizes: list[int], key) -> tuple[list[Timed], list[TimedCall]]:
+    """Preemptive single server, one token per time unit, to the arrived program that `key` ranks first."""
+    programs = [Timed(f"p{i}", float(a), None, s) for i, (a, s) in enumerate(zip(arrivals, sizes))]
+    left = {p.program: p.output_tokens for p in programs}
+    calls, t = [], 0
+    while left:
+        ready = [p for p in programs if p.program in left and p.arrival <= t]
+        if ready:
+            p = min(ready, key=key)
+            left[p.program] -= 1
+            if not left[p.program]:
+                del left[p.program]
+                p.finish = t + 1.0
+                calls.append(TimedCall(p.program, p.finish, p.output_tokens))
+        t += 1
+    return programs, calls
+
+
 def test_backlog_growth_counts_work_under_a_size_aware_order():
     """Past capacity, serving the smallest program first leaves big programs behind: the work piles up
     at 1 - capacity / rate all the same."""
-    programs: list[Timed] = []
-    for i in range(400):  # a 1-token program every second, a 5-token one every 4th second
-        programs.append(Timed(f"s{i}", float(i), None, 1))
+    arrivals, sizes = [], []
+    for i in range(400):  # a 1-token program every 2 time units, a 5-token one every 8th
+        arrivals.append(2 * i)
+        sizes.append(1)
         if i % 4 == 0:
-            programs.append(Timed(f"b{i}", float(i), None, 5))
-    remaining = {p.program: p.output_tokens for p in programs}
-    calls, t = [], 0.0
-    while remaining:  # one token per 0.5 s step, to the smallest arrived program (oldest first)
-        ready = [p for p in programs if p.program in remaining and p.arrival <= t]
-        if ready:
-            p = min(ready, key=lambda p: (p.output_tokens, p.arrival))
-            remaining[p.program] -= 1
-            if not remaining[p.program]:
-                del remaining[p.program]
-                p.finish = t + 0.5
-                calls.append(TimedCall(p.program, p.finish, p.output_tokens))
-        t += 0.5
-    # arrivals bring 2.25 tokens/s and the server does 2/s
-    assert backlog_growth(programs, calls) == pytest.approx(1 - 2 / 2.25, abs=0.02)
+            arrivals.append(2 * i)
+            sizes.append(5)
+    programs, calls = _one_server(arrivals, sizes, key=lambda p: (p.output_tokens, p.arrival))
+    # arrivals bring 1.125 tokens per time unit and the server does 1
+    assert backlog_growth(programs, calls) == pytest.approx(1 - 1 / 1.125, abs=0.02)
 
 
 def test_sustainable_rate_interpolates_the_first_crossing():
@@ -168,24 +177,6 @@ def test_compare_stable_points_only(tmp_path):
     for r in rows:  # no growth recorded (an older JSON): every point counts as sustained
         del r["backlog_growth"]
     assert compare(rows, "fcfs", multiples=(3.0,), stable=True)[0]["ratio"] == pytest.approx(1.3)
-
-
-def _one_server(arrivals: list[int], sizes: list[int], key) -> tuple[list[Timed], list[TimedCall]]:
-    """Preemptive single server, one token per time unit, to the arrived program that `key` ranks first."""
-    programs = [Timed(f"p{i}", float(a), None, s) for i, (a, s) in enumerate(zip(arrivals, sizes))]
-    left = {p.program: p.output_tokens for p in programs}
-    calls, t = [], 0
-    while left:
-        ready = [p for p in programs if p.program in left and p.arrival <= t]
-        if ready:
-            p = min(ready, key=key)
-            left[p.program] -= 1
-            if not left[p.program]:
-                del left[p.program]
-                p.finish = t + 1.0
-                calls.append(TimedCall(p.program, p.finish, p.output_tokens))
-        t += 1
-    return programs, calls
 
 
 @settings(max_examples=25, deadline=None)
