@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from autellix.bench.metrics import latency_target, sustainable_rate
-from autellix.bench.report import (STABLE_GROWTH, compare, format_comparisons, format_table, plot_latency,
+from autellix.bench.report import (backlog_grew, compare, format_comparisons, format_table, plot_latency,
                                    series, write_json)
 from autellix.policy import PolicyConfig
 from autellix.sim.config import EngineConfig
@@ -162,8 +162,7 @@ def markdown(out: Path) -> str:
                 continue
             rates = [r["rate"] for r in payload["results"]]
             lat = [r["mean_latency"] for r in payload["results"]]
-            stable = [math.inf if (r.get("backlog_growth") or 0) > STABLE_GROWTH else r["mean_latency"]
-                      for r in payload["results"]]
+            stable = [math.inf if backlog_grew(r) else r["mean_latency"] for r in payload["results"]]
             cells = []
             for m, lats in ((5.0, lat), (10.0, lat), (5.0, stable)):
                 target = latency_target([r["rate"] for r in base], [r["mean_latency"] for r in base], m)

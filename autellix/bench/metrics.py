@@ -136,7 +136,7 @@ def backlog_growth(programs: Sequence[ProgramLike], calls: Sequence[CallLike]) -
     def to_do(t: float) -> float:
         return float(brought[arrival <= t].sum() - taken[finished <= t].sum())
 
-    second = (arrival > mid) & (arrival <= end)
+    second = arrival > mid
     if second.sum() < MIN_HALF:
         return math.nan
     return (to_do(end) - to_do(mid)) / float(brought[second].sum())

@@ -22,8 +22,8 @@ HEADLINE_MULTIPLE = 5.0
 (docs/simulator.md)."""
 
 STABLE_GROWTH = 0.05
-"""A sweep point counts as sustained only if its backlog grew by at most this share of its arrivals
-(metrics.backlog_growth); past it the point's latency is a finite run's, not a steady state's."""
+"""A sweep point counts as sustained only if its backlog grew by at most this share of the work that
+arrived (metrics.backlog_growth); past it the point's latency is a finite run's, not a steady state's."""
 
 Row = Mapping[str, Any]
 
@@ -65,12 +65,15 @@ def compare(rows: Iterable[Row], baseline: str, key: str = "policy", metric: str
     return out
 
 
+def backlog_grew(row: Row) -> bool:
+    """Whether the point was past capacity (`backlog_growth` > STABLE_GROWTH; unknown counts as no)."""
+    growth = row.get("backlog_growth")
+    return growth is not None and growth > STABLE_GROWTH
+
+
 def _latency(row: Row, metric: str, stable: bool) -> float:
-    """The row's latency; infinite when `stable` and its backlog grew (unknown growth counts as none)."""
-    growth = row.get("backlog_growth", math.nan)
-    if stable and growth is not None and growth > STABLE_GROWTH:
-        return math.inf
-    return float(row[metric])
+    """The row's latency; infinite when `stable` and its backlog grew."""
+    return math.inf if stable and backlog_grew(row) else float(row[metric])
 
 
 def _fmt(value: Any, width: int) -> str:
@@ -153,7 +156,7 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
             xs = [r["rate"] for r in group]
             ys = [float(r[metric]) for r in group]
             line, = ax.plot(xs, ys, marker="o", ms=4, label=name)
-            past = [(x, y) for x, y, r in zip(xs, ys, group) if _latency(r, metric, True) == math.inf]
+            past = [(x, y) for x, y, r in zip(xs, ys, group) if backlog_grew(r)]
             if past:  # hollow markers: the backlog grew, so the point is not a steady state
                 ax.plot(*zip(*past), ls="", marker="o", ms=6, mfc="white", mec=line.get_color())
                 any_past = True
