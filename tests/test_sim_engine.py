@@ -52,6 +52,7 @@ CASES = [
     ("tree", 3, 5.0, 0.3, tight(), 1, COST),
     ("chat", 24, 20.0, 0.2, tight(gpu_blocks=200, cpu_blocks=60), 2, COST),
     ("react", 16, 5.0, 0.5, tight(cpu_blocks=30, swap="per-block"), 2, COST),
+    ("react-offload", 16, 5.0, 0.5, tight(cpu_blocks=40, kv_offload=True), 2, COST),
     ("mixed", 10, 5.0, 0.3, tight(gpu_blocks=400, swap="recompute"), 2, COST),
     ("mixed-128", 10, 5.0, 0.3, tight(gpu_blocks=60, swap="recompute"), 1, CPU_BLOCKS),
 ]
@@ -79,6 +80,23 @@ def test_stress_case_exercises_the_machinery():
     programs = generate("tree", 3, 5.0, 1, scale=0.3)
     t = simulate(programs, "fcfs-nocache", COST, config=tight(), policy_config=LEVELS).totals()
     assert t.pressure_preemptions > 0
+    programs = generate("react", 16, 5.0, 1, scale=0.5)
+    t = simulate(programs, "mlfq", COST, 2, config=tight(cpu_blocks=40, kv_offload=True),
+                 policy_config=LEVELS).totals()
+    assert t.offload_in_blocks > 0 and t.swap_outs > 0  # the host tier is used beside swapping
+
+
+@pytest.mark.parametrize("policy", ["fcfs", "autellix"])
+def test_kv_offload_copies_back_what_eviction_would_recompute(policy):
+    """A pool too small for the conversations' histories: the host tier turns recomputation into
+    copies, so fewer prompt tokens are computed, and the copies cost time like swap-ins."""
+    programs = generate("chat", 40, 20.0, 2, scale=0.1)
+    config = tight(max_num_seqs=32, max_batched_tokens=512, gpu_blocks=150, cpu_blocks=400)
+    plain = simulate(programs, policy, COST, config=config).totals()
+    tiered = simulate(programs, policy, COST, config=config.replace(kv_offload=True)).totals()
+    assert plain.offload_out_blocks == plain.offload_in_blocks == 0
+    assert 0 < tiered.offload_in_blocks <= tiered.offload_out_blocks
+    assert tiered.prefill_tokens < plain.prefill_tokens
 
 
 def _check(engine: Engine) -> None:
@@ -87,14 +105,17 @@ def _check(engine: Engine) -> None:
     assert kv.free >= 0 and kv.evictable >= 0
     assert kv.free + kv.evictable + kv.pinned() + private == kv.gpu_blocks
     assert kv.evictable == sum(kv.cached[s] for s in kv.lru)
-    assert kv.cpu_used == sum(sc.swapped for sc in engine.sims.values()) <= kv.cpu_blocks
+    assert kv.cpu_used == sum(sc.swapped for sc in engine.sims.values())
+    assert kv.host_used == sum(kv.host.values()) and kv.cpu_used + kv.host_used <= kv.cpu_blocks
+    assert kv.offload or not kv.host
     assert len(engine.running) <= engine.config.max_num_seqs
     if engine.levels is not None:
         assert all(sc.level_slot == sc.call.level for sc in engine.running)
 
 
+@pytest.mark.parametrize("offload", [False, True])
 @pytest.mark.parametrize("policy", ["fcfs", "fcfs-nocache", "mlfq", "autellix", "srpt"])
-def test_kv_never_over_allocated_and_every_call_completes_once(policy, monkeypatch):
+def test_kv_never_over_allocated_and_every_call_completes_once(policy, offload, monkeypatch):
     plan, finish = Engine.plan, Engine.finish_span
 
     def checked_plan(self, now):
@@ -110,8 +131,8 @@ def test_kv_never_over_allocated_and_every_call_completes_once(policy, monkeypat
     monkeypatch.setattr(Engine, "plan", checked_plan)
     monkeypatch.setattr(Engine, "finish_span", checked_finish)
     programs = generate("mixed", 10, 5.0, 3, scale=0.3)
-    cluster = Cluster(programs, policy, COST, 2, config=tight(gpu_blocks=300, cpu_blocks=30),
-                      policy_config=LEVELS)
+    cluster = Cluster(programs, policy, COST, 2,
+                      config=tight(gpu_blocks=300, cpu_blocks=30, kv_offload=offload), policy_config=LEVELS)
     res = cluster.run()
     # conservation: every call of every program completed exactly once, with all its tokens
     assert len(res.calls) == sum(p.num_calls for p in programs)

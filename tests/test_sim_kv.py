@@ -47,6 +47,57 @@ def test_take_own_returns_resident_blocks():
     assert kv.take_own("me") == 6 and kv.evictable == 0 and kv.take_own("me") == 0
 
 
+def test_without_the_host_tier_evicted_blocks_are_gone():
+    kv = KVCache(30, 20)
+    kv.pin((("a", 10),))
+    kv.unpin((("a", 10),))
+    kv.alloc(25)
+    assert kv.host == {} and kv.hit_blocks((("a", 10),)) == 5
+
+
+def _evicted_chain() -> tuple[KVCache, tuple]:
+    """A 30-block GPU pool whose chain root(10) -> leaf(10) lost the leaf and the root's 5 tail blocks."""
+    kv = KVCache(30, 20, offload=True)
+    chain = (("root", 10), ("leaf", 10))
+    kv.pin(chain)
+    kv.unpin(chain)
+    kv.alloc(25)
+    return kv, chain
+
+
+def test_host_tier_keeps_evicted_blocks_and_a_hit_copies_them_back():
+    kv, chain = _evicted_chain()
+    assert kv.cached == {"root": 5} and dict(kv.host) == {"leaf": 10, "root": 5}
+    assert kv.host_used == kv.offloaded == 15
+    assert kv.hit_blocks(chain) == 20  # 5 on the GPU, then 15 on the host: the whole chain
+    assert kv.host_hit_blocks(chain, 20) == 15 and kv.host_hit_blocks(chain, 12) == 7
+    kv.release(25)
+    assert kv.pin(chain) == 15  # the missing blocks are allocated again (copied in by the engine)
+    assert kv.host == {} and kv.host_used == 0  # back on the GPU: the host copies are gone
+    assert kv.free + kv.pinned() == 30
+
+
+def test_swapped_calls_push_host_copies_out_oldest_segment_first():
+    kv, chain = _evicted_chain()
+    assert kv.cpu_free() == 20  # cached copies do not reduce what a swap-out can get
+    kv.reserve_cpu(10)  # 10 + 15 > 20: drop the leaf (stored first), keep the root's tail
+    assert kv.cpu_used == 10 and dict(kv.host) == {"root": 5} and kv.host_used == 5
+    assert kv.hit_blocks(chain) == 10  # the root, half from the host; the leaf is gone
+
+
+def test_host_copy_extends_down_and_is_dropped_when_a_gap_would_form():
+    kv = KVCache(20, 4, offload=True)
+    kv.pin((("a", 10),))
+    kv.unpin((("a", 10),))
+    kv.alloc(13)  # 10 free + 3 of a's tail: blocks 7..9 go to the host
+    assert kv.cached["a"] == 7 and kv.host["a"] == 3
+    kv.alloc(1)  # block 6: the host run grows down to 6..9
+    assert kv.cached["a"] == 6 and kv.host["a"] == 4 and kv.hit_blocks((("a", 10),)) == 10
+    kv.reserve_cpu(3)  # the swap pool needs room: a's host copy goes
+    kv.alloc(2)  # blocks 4..5 do not fit in the 1 free CPU block: no host copy (it would have a gap)
+    assert "a" not in kv.host and kv.hit_blocks((("a", 10),)) == 4
+
+
 def test_bad_pool_sizes():
     with pytest.raises(ValueError):
         KVCache(0, 0)

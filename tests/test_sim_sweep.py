@@ -59,6 +59,14 @@ def test_multi_engine_sweep(tmp_path):
     assert row["engines"] == 2 and row["balancer"] == "round_robin"
 
 
+def test_kv_offload_flag_reaches_the_engine(tmp_path):
+    out = tmp_path / "r.json"
+    assert main([*ARGS, "--policy", "fcfs", "--rates", "4", "--kv-offload", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["config"]["kv_offload"] is True and data["results"][0]["kv_offload"] is True
+    assert "offload_in_blocks" in data["results"][0]
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--workload", "poetry", "--rates", "1"], "unknown workload"),
     (["--rates", ""], "at least one arrival rate"),

@@ -59,6 +59,9 @@ class EngineConfig:
     swap_space_GB: float = 64.0
     """Host memory for swapped KV per engine (vLLM's swap_space; its 4 GiB default assumes preemption is
     rare, which priority scheduling makes false). When full, preemption falls back to recompute."""
+    kv_offload: bool = False
+    """Host tier for the prefix cache (vLLM's CPU KV offloading, LMCache): evicted blocks are copied to
+    the swap pool, whose swapped calls come first, and a hit copies them back instead of recomputing."""
     watermark: float = 0.01
     """Fraction of GPU blocks kept free at admission (vLLM's watermark) so decodes rarely hit pressure."""
     gpu_blocks: int | None = None

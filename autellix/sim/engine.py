@@ -53,7 +53,7 @@ class Engine:
         """Engine-local table: the plugin's view, fed the gateway's service/wait snapshots."""
         self.cost = cost
         self.config = config
-        self.kv = KVCache(gpu_blocks, cpu_blocks, caching)
+        self.kv = KVCache(gpu_blocks, cpu_blocks, caching, config.kv_offload)
         self.res = Residency(self.kv, cost.block_tokens)
         self.watermark = int(gpu_blocks * config.watermark)
         self.load = EngineLoad(index)
@@ -73,6 +73,7 @@ class Engine:
         self.stats = EngineStats()
         self._admitted = 0
         self._swap_out = self._swap_in = 0
+        self._offloaded = 0  # kv.offloaded already counted in stats
         # the planned span
         self.span_start = self.span_end = 0.0
         self.span_steps = 0
@@ -122,11 +123,18 @@ class Engine:
         self._relieve_pressure()
         if policy.num_waiting:
             self._schedule()
+        self._count_offload()
         if not self.running:
             if policy.num_waiting:
                 raise RuntimeError(f"engine {self.index}: {policy.num_waiting} call(s) wait but none fits")
             return None
         return self._start_span(now)
+
+    def _count_offload(self) -> None:
+        """Blocks evicted to the host tier since the last plan. Their copy is not charged to a step:
+        vLLM stores offloaded KV asynchronously, beside compute (loads are charged: a hit waits)."""
+        self.stats.offload_out_blocks += self.kv.offloaded - self._offloaded
+        self._offloaded = self.kv.offloaded
 
     def _relieve_pressure(self) -> None:
         """Preempt the lowest-priority running call while this step's decodes lack KV blocks."""
@@ -312,7 +320,10 @@ class Engine:
                 self.levels.refile(sc)
             self._push_event(sc)
             return
-        hit = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
+        hit, copied = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
+        if copied:
+            self._swap_in += copied
+            self.stats.offload_in_blocks += copied
         if sc.generated == 0 and sc.preemptions == 0:
             sc.hit_tokens = hit
         else:

@@ -14,6 +14,13 @@ GPU block states, and the invariant this class keeps:
 - pinned:    cached blocks of segments some running call uses (refs > 0); never evicted.
 - private:   blocks owned by running calls outside the cache (their own growing segment and tail).
 `free` never goes negative: callers check `available()` first (the engine's Budget does).
+
+Host tier (`offload`, vLLM's CPU KV offloading / LMCache): blocks evicted from the GPU are copied to the
+CPU pool instead of being dropped, and a later hit copies them back instead of recomputing them. The CPU
+pool is shared with swapped-out calls, which come first: cached copies are dropped, whole segments in LRU
+order, to make room. Invariants: a segment's host blocks are the run directly after its GPU-resident
+leading blocks (eviction takes tail blocks first, so each eviction extends that run downward);
+cpu_used + host_used <= cpu_blocks.
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ class KVCache:
     """GPU blocks with an LRU prefix cache over segments, plus a CPU swap pool (counts only)."""
 
     __slots__ = ("gpu_blocks", "cpu_blocks", "cpu_used", "caching", "free", "evictable",
-                 "cached", "refs", "lru", "evicted")
+                 "cached", "refs", "lru", "evicted", "offload", "host", "host_used", "offloaded")
 
-    def __init__(self, gpu_blocks: int, cpu_blocks: int, caching: bool = True) -> None:
+    def __init__(self, gpu_blocks: int, cpu_blocks: int, caching: bool = True,
+                 offload: bool = False) -> None:
         if gpu_blocks <= 0 or cpu_blocks < 0:
             raise ValueError(f"KV pools: need gpu_blocks > 0 and cpu_blocks >= 0, got {gpu_blocks}, "
                              f"{cpu_blocks}")
@@ -48,6 +56,12 @@ class KVCache:
         self.lru: OrderedDict[Hashable, None] = OrderedDict()
         """Evictable segments (refs == 0, cached > 0), least recently used first."""
         self.evicted = 0
+        self.offload = offload and caching
+        self.host: OrderedDict[Hashable, int] = OrderedDict()
+        """segment -> blocks cached in host memory (> 0), least recently stored first."""
+        self.host_used = 0
+        self.offloaded = 0
+        """Blocks copied to the host tier so far (stores are asynchronous in vLLM: not charged)."""
 
     # -- capacity ------------------------------------------------------------------------------------
 
@@ -75,6 +89,8 @@ class KVCache:
                 del lru[seg]
             else:
                 cached[seg] = have - take
+            if self.offload:
+                self._store(seg, take)
 
     def release(self, n: int) -> None:
         self.free += n
@@ -82,15 +98,31 @@ class KVCache:
     # -- prefix cache --------------------------------------------------------------------------------
 
     def hit_blocks(self, chain: Sequence[View]) -> int:
-        """Leading blocks of `chain` resident on the GPU (a hit stops at the first missing block)."""
+        """Leading blocks of `chain` resident on the GPU, or in the host tier (a hit stops at the first
+        block in neither)."""
         hit = 0
-        cached = self.cached
+        cached, host = self.cached, self.host
         for seg, n in chain:
             have = cached.get(seg, 0)
+            if have < n and host:
+                have += host.get(seg, 0)
             if have < n:
                 return hit + have
             hit += n
         return hit
+
+    def host_hit_blocks(self, chain: Sequence[View], blocks: int) -> int:
+        """How many of the first `blocks` blocks of `chain` a hit takes from the host tier."""
+        copied = 0
+        cached = self.cached
+        for seg, n in chain:
+            if blocks <= 0:
+                break
+            on_gpu = cached.get(seg, 0)
+            used = min(n, blocks)
+            copied += max(used - on_gpu, 0)
+            blocks -= n
+        return copied
 
     def admission_blocks(self, chain: Sequence[View]) -> int:
         """How much `available()` drops when `pin(chain)` runs: missing blocks it allocates plus
@@ -122,6 +154,7 @@ class KVCache:
             if have < n:
                 missing += n - have
                 cached[seg] = n
+                self._drop_host(seg)  # its blocks are on the GPU again (copied back or recomputed)
         if missing:
             self.alloc(missing)
         return missing
@@ -145,6 +178,7 @@ class KVCache:
     def take_own(self, seg: Hashable) -> int:
         """A call resumes: its own cached segment (if any) leaves the cache and becomes private again.
         Returns its resident blocks, which the caller counts as already allocated."""
+        self._drop_host(seg)
         have = self.cached.pop(seg, 0)
         if have and seg not in self.refs:
             del self.lru[seg]
@@ -153,6 +187,7 @@ class KVCache:
 
     def put_own(self, seg: Hashable, blocks: int) -> None:
         """A call's private full blocks become a cached, evictable segment (most recently used)."""
+        self._drop_host(seg)
         if blocks > 0:
             self.cached[seg] = blocks
             self.lru[seg] = None
@@ -167,4 +202,34 @@ class KVCache:
     # -- swap pool -----------------------------------------------------------------------------------
 
     def cpu_free(self) -> int:
+        """CPU blocks a swap-out can get: host-tier copies give way to swapped calls."""
         return self.cpu_blocks - self.cpu_used
+
+    def reserve_cpu(self, n: int) -> None:
+        """Take n CPU blocks for a swapped-out call (n <= cpu_free()), dropping host-tier copies."""
+        self._host_room(n)
+        self.cpu_used += n
+
+    # -- host tier -----------------------------------------------------------------------------------
+
+    def _store(self, seg: Hashable, n: int) -> None:
+        """n tail blocks of `seg` were evicted from the GPU: keep a copy on the host if it fits."""
+        if n > self.cpu_blocks - self.cpu_used:
+            self._drop_host(seg)  # the run after the GPU blocks would have a gap
+            return
+        self._host_room(n)
+        host = self.host
+        host[seg] = host.pop(seg, 0) + n
+        self.host_used += n
+        self.offloaded += n
+
+    def _host_room(self, n: int) -> None:
+        """Drop least recently stored host copies until n CPU blocks are free."""
+        host = self.host
+        while self.cpu_blocks - self.cpu_used - self.host_used < n:
+            _, blocks = host.popitem(last=False)
+            self.host_used -= blocks
+
+    def _drop_host(self, seg: Hashable) -> None:
+        blocks = self.host.pop(seg, 0)
+        self.host_used -= blocks

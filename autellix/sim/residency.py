@@ -6,7 +6,9 @@ the context and the partial tail block. `private` for a prefilling call is what 
 On release (completion or preemption by recompute) its full private blocks stay cached as the call's
 own segment, so its successors, or the call itself when it resumes, hit them. On swap-out the whole
 context is copied to host memory and the GPU blocks are freed; swap-in copies back what is no longer
-resident. Block counts obey KVCache's invariant; admission never exceeds what `admission_cost` said.
+resident. With the host tier (KVCache.offload) a hit may include evicted blocks kept in host memory:
+they are copied back, not recomputed. Block counts obey KVCache's invariant; admission never exceeds
+what `admission_cost` said.
 """
 
 from __future__ import annotations
@@ -70,19 +72,21 @@ class Residency:
         sc.swapped = 0
         return missing + private
 
-    def load_fresh(self, sc: SimCall) -> int:
+    def load_fresh(self, sc: SimCall) -> tuple[int, int]:
         """Admit a new or recompute-preempted call: its prompt and any output so far must be in KV.
-        Sets target / computed / prefill_left / private; returns the prefix-cache hit in tokens."""
+        Sets target / computed / prefill_left / private; returns (the prefix-cache hit in tokens, the
+        blocks of it copied back from the host tier)."""
         kv, chain = self.kv, self.chain(sc)
         target = sc.prompt + sc.generated
         hit = self.hit_tokens(sc, target)
+        copied = kv.host_hit_blocks(chain, hit // self.block) if kv.host else 0
         if chain:
             kv.pin(chain)
         own = kv.take_own(sc) if kv.caching else 0
         sc.private = self.blocks(target + 1) - self.base(sc)
         kv.alloc(sc.private - own)
         sc.target, sc.computed, sc.prefill_left = target, hit, target - hit
-        return hit
+        return hit, copied
 
     def release(self, sc: SimCall, private: int) -> None:
         """Free a call's GPU blocks; with prefix caching its full blocks stay cached (evictable)."""
@@ -105,6 +109,6 @@ class Residency:
         kv.release(private)
         if kv.caching:
             kv.unpin(sc.chain)
-        kv.cpu_used += n
+        kv.reserve_cpu(n)
         sc.swapped = n
         return n

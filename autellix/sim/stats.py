@@ -17,6 +17,10 @@ class EngineStats:
     swap_outs: int = 0
     swap_out_blocks: int = 0
     swap_in_blocks: int = 0
+    offload_out_blocks: int = 0
+    """Prefix-cache blocks copied to the host tier on eviction (EngineConfig.kv_offload)."""
+    offload_in_blocks: int = 0
+    """Prefix-cache blocks a hit copied back from the host tier instead of recomputing them."""
 
     def add(self, other: EngineStats) -> None:
         for key, value in asdict(other).items():

@@ -100,6 +100,7 @@ def run_point(spec: SweepSpec, rate: float, policy: str, cost: CostModel, cpu_bl
     totals = res.totals()
     return {"policy": policy, "balancer": spec.balancer, "engines": spec.engines, "rate": rate,
             "programs": len(programs), "calls": len(res.calls), "swap": spec.config.swap,
+            "kv_offload": spec.config.kv_offload,
             "max_num_seqs": spec.config.max_num_seqs, "prefill_weight": spec.policy_config.prefill_weight,
             **res.summary().as_dict(),
             "sim_end_s": res.end, "wall_s": res.wall_s, "events": res.events, **totals.as_dict()}
@@ -179,6 +180,9 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
     g.add_argument("--max-num-seqs", type=int, default=default.max_num_seqs)
     g.add_argument("--max-batched-tokens", type=int, default=default.max_batched_tokens)
     g.add_argument("--swap-space-gb", type=float, default=default.swap_space_GB)
+    g.add_argument("--kv-offload", action="store_true",
+                   help="keep evicted prefix-cache blocks in the swap space and copy them back on a hit "
+                        "(vLLM's CPU KV offloading) instead of recomputing them")
     g.add_argument("--request-overhead", type=float, metavar="S",
                    help="seconds from a call's issue to the scheduler (default: the calibration's, else 0)")
     g.add_argument("--prefill-weight", type=float, help="service per computed prompt token (policy)")
@@ -199,7 +203,7 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if args.rates is None:
         raise ValueError("--rates is required, e.g. --rates 1,2,4")
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_batched_tokens,
-                          swap=args.swap, swap_space_GB=args.swap_space_gb,
+                          swap=args.swap, swap_space_GB=args.swap_space_gb, kv_offload=args.kv_offload,
                           request_overhead_s=args.request_overhead)
     pconf = PolicyConfig.from_env()
     if args.prefill_weight is not None:
