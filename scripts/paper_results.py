@@ -63,6 +63,12 @@ def experiments() -> dict[str, SweepSpec]:
     ex["chat_h100"] = SweepSpec("chat", ("fcfs", "mlfq", "autellix", "srpt"),
                                 (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4), programs=4000,
                                 **(BASE | {"hardware": "h100"}))  # half the KV cache of the H200
+    for gb in (64, 512):  # a host tier for the prefix cache (vLLM's --kv-offloading-size), in the swap space
+        offload = EngineConfig(kv_offload=True, swap_space_GB=gb)
+        ex[f"chat_offload{gb}"] = SweepSpec("chat", ("fcfs", "mlfq", "autellix", "srpt"), CHAT_RATES,
+                                            programs=4000, config=offload, **BASE)
+        ex[f"mixed_offload{gb}"] = SweepSpec("mixed", ("fcfs", "mlfq", "autellix", "srpt"), MIXED_RATES,
+                                             programs=2000, config=offload, **BASE)
     for name in ("tree", "mixed"):  # vLLM V1's default seats on H100/H200-class GPUs
         spec = ex[name]
         ex[f"{name}_seqs1024"] = dataclasses.replace(spec, policies=("fcfs", "autellix", "srpt"),
@@ -70,7 +76,8 @@ def experiments() -> dict[str, SweepSpec]:
     return ex
 
 
-SINGLE = ("chat", "tree", "mixed", "tree_seqs1024", "mixed_seqs1024", "chat_h100")
+SINGLE = ("chat", "tree", "mixed", "tree_seqs1024", "mixed_seqs1024", "chat_h100", "chat_offload64",
+          "chat_offload512", "mixed_offload64", "mixed_offload512")
 """Experiments plotted on their own; the others are drawn together by `combined_plots`."""
 
 
@@ -78,6 +85,8 @@ def plot(name: str, spec: SweepSpec, payload: dict[str, Any]) -> None:
     if name not in SINGLE:
         return
     title = f"{spec.workload}, {spec.model} on {spec.engines}x {spec.hardware}"
+    if spec.config.kv_offload:
+        title += f" (offload {spec.config.swap_space_GB:g} GB)"
     if spec.engines > 1:
         title += f" ({spec.balancer})"
     plot_latency(payload["results"], ROOT / "docs" / "img" / f"sim_{name}.png", title=title,
@@ -138,7 +147,7 @@ def md_comparisons(comparisons: list[dict[str, Any]]) -> str:
 
 def markdown(out: Path) -> str:
     parts = []
-    for name in ("chat", "tree", "mixed", "tree_seqs1024", "mixed_seqs1024", "chat_h100"):
+    for name in SINGLE:
         payload = _load(out, name)
         if payload:
             parts += [f"### {name}: mean latency (ms/token)", md_latency(payload),
