@@ -6,7 +6,7 @@ script only fixes the settings, writes each sweep's JSON to --out and its plot t
 and prints its table and comparisons. Engine: Llama-3.1-8B on the H200 preset,
 EngineConfig defaults (max_num_seqs 256, 8192-token chunked prefill, batched swap, 64 GB swap space).
 
-    .venv/bin/python scripts/paper_results.py --jobs 2                  # everything (~30 min here)
+    .venv/bin/python scripts/paper_results.py --jobs 2                  # everything (~40 min here)
     .venv/bin/python scripts/paper_results.py --only chat,tree --jobs 2
 """
 
