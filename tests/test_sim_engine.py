@@ -89,7 +89,7 @@ def test_stress_case_exercises_the_machinery():
 @pytest.mark.parametrize("policy", ["fcfs", "autellix"])
 def test_kv_offload_copies_back_what_eviction_would_recompute(policy):
     """A pool too small for the conversations' histories: the host tier turns recomputation into
-    copies, so fewer prompt tokens are computed, and the copies cost time like swap-ins."""
+    copies, so fewer prompt tokens are computed."""
     programs = generate("chat", 40, 20.0, 2, scale=0.1)
     config = tight(max_num_seqs=32, max_batched_tokens=512, gpu_blocks=150, cpu_blocks=400)
     plain = simulate(programs, policy, COST, config=config).totals()

@@ -86,16 +86,17 @@ def test_swapped_calls_push_host_copies_out_oldest_segment_first():
 
 
 def test_host_copy_extends_down_and_is_dropped_when_a_gap_would_form():
-    kv = KVCache(20, 4, offload=True)
+    kv = KVCache(20, 5, offload=True)
     kv.pin((("a", 10),))
     kv.unpin((("a", 10),))
     kv.alloc(13)  # 10 free + 3 of a's tail: blocks 7..9 go to the host
     assert kv.cached["a"] == 7 and kv.host["a"] == 3
     kv.alloc(1)  # block 6: the host run grows down to 6..9
     assert kv.cached["a"] == 6 and kv.host["a"] == 4 and kv.hit_blocks((("a", 10),)) == 10
-    kv.reserve_cpu(3)  # the swap pool needs room: a's host copy goes
-    kv.alloc(2)  # blocks 4..5 do not fit in the 1 free CPU block: no host copy (it would have a gap)
-    assert "a" not in kv.host and kv.hit_blocks((("a", 10),)) == 4
+    kv.reserve_cpu(1)  # fits beside the copy
+    assert kv.host["a"] == 4
+    kv.alloc(5)  # blocks 1..5 cannot all go to the host (4 CPU blocks left): keeping 6..9 would leave a gap
+    assert "a" not in kv.host and kv.host_used == 0 and kv.hit_blocks((("a", 10),)) == 1
 
 
 def test_bad_pool_sizes():
