@@ -150,8 +150,8 @@ class Cluster:
                 calls.append(CallOutcome(spec.program_id, sc.index, sc.engine, sc.issued, sc.first_token,
                                          sc.finished, sc.prompt, sc.output, sc.hit_tokens, sc.wait_s,
                                          sc.preemptions, sc.swaps))
-        return SimResult(self.sim_policy.name, programs, calls, [e.stats for e in self.engines], wall_s,
-                         self.events)
+        return SimResult(self.sim_policy.name, programs, calls, [e.counters() for e in self.engines],
+                         wall_s, self.events)
 
 
 def simulate(programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,

@@ -73,12 +73,18 @@ class Engine:
         self.stats = EngineStats()
         self._admitted = 0
         self._swap_out = self._swap_in = 0
-        self._offloaded = 0  # kv.offloaded already counted in stats
         # the planned span
         self.span_start = self.span_end = 0.0
         self.span_steps = 0
         self.span_chunks: list[tuple[SimCall, int]] = []
         self._span_dec = self._span_ctx = 0
+
+    def counters(self) -> EngineStats:
+        """This engine's counters so far. Blocks stored in the host tier are the KV cache's own count:
+        their copy is never charged to a step (vLLM stores offloaded KV asynchronously, beside compute;
+        loads are charged, a hit waits for them)."""
+        self.stats.offload_out_blocks = self.kv.offloaded
+        return self.stats
 
     # -- arrivals -------------------------------------------------------------------------------------
 
@@ -123,18 +129,11 @@ class Engine:
         self._relieve_pressure()
         if policy.num_waiting:
             self._schedule()
-        self._count_offload()
         if not self.running:
             if policy.num_waiting:
                 raise RuntimeError(f"engine {self.index}: {policy.num_waiting} call(s) wait but none fits")
             return None
         return self._start_span(now)
-
-    def _count_offload(self) -> None:
-        """Blocks evicted to the host tier since the last plan. Their copy is not charged to a step:
-        vLLM stores offloaded KV asynchronously, beside compute (loads are charged: a hit waits)."""
-        self.stats.offload_out_blocks += self.kv.offloaded - self._offloaded
-        self._offloaded = self.kv.offloaded
 
     def _relieve_pressure(self) -> None:
         """Preempt the lowest-priority running call while this step's decodes lack KV blocks."""
