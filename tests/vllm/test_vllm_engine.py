@@ -7,7 +7,7 @@ process table); then its long call B occupies the only seat, its next call H que
 program's question F arrives last. Under `plas`, F (level 0) displaces B (level 1) and finishes before H;
 under `fcfs`, H (which arrived first) finishes before F. B's output survives the preemption intact.
 The engine runs with AUTELLIX_TRACE=1: the scheduler's own log of each call's arrival, admission and
-preemption fixes the order in which calls are sent and confirms the schedule behind the finish times.
+preemption fixes the order in which calls are sent, and its `leave` lines are the finish order checked.
 """
 
 from __future__ import annotations
@@ -163,9 +163,26 @@ class _Trace:
                     f"machine {_engines_running()}\nengine log:\n{_tail(self.log)}")
 
 
-def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
-    policy, client = engine.policy, engine.client
-    tag = f"{policy}{time.monotonic_ns()}"
+class _Run:
+    """One run of the scenario: the scheduler's trace, each call's response and client-side finish time."""
+
+    def __init__(self, events: list[tuple[str, str]], results: dict[str, dict], done: dict[str, float]) -> None:
+        self.events, self.results, self.done = events, results, done
+
+    def set_up(self) -> bool:
+        """Whether H and F both arrived while B still held the seat (what the scenario needs)."""
+        return self.events.index(("arrive", "F")) < self.events.index(("leave", "B"))
+
+    def order(self, event: str) -> list[str]:
+        return [name for e, name in self.events if e == event and name != "W"]
+
+    def __str__(self) -> str:  # a string, not a list: pytest would cut a list's repr short
+        return f"trace {self.events}; client finish times {self.done}"
+
+
+def _run_scenario(engine: _Engine) -> _Run:
+    client = engine.client
+    tag = f"{engine.policy}{time.monotonic_ns()}"
     ids = {name: f"{name}{tag}" for name in ("W", "B", "H", "F")}
     trace = _Trace(engine.log, ids)
     # 1. `heavy` consumes ~60 service units (48 decode tokens + prompt) on this engine.
@@ -202,24 +219,37 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
     threads[2].start()
     for t in threads:
         t.join(timeout=300)
-    events = trace.events()
-    assert set(done) == {"B", "H", "F"}, f"calls did not finish: {errors!r}; trace {events}"
-    # The scenario was set up: H and F both arrived while B still held the seat.
-    # (A string message: pytest would cut a list's repr short.)
-    story = f"trace {events}; finish times {done}"
-    assert events.index(("arrive", "F")) < events.index(("leave", "B")), f"F reached the engine late: {story}"
+    assert set(done) == {"B", "H", "F"}, f"calls did not finish: {errors!r}; trace {trace.events()}"
+    return _Run(trace.events(), results, done)
 
-    runs = [name for event, name in events if event == "run" and name != "W"]
-    if policy == "plas":
-        assert done["F"] < done["H"] and done["F"] < done["B"], story
-        assert ("preempt", "B") in events and runs.index("F") < runs.index("H"), story
+
+def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
+    # F must reach the scheduler while B still runs. On a loaded 2-core machine (CI) the engine's API
+    # server has stalled for seconds, delivering F only after B (256 tokens) and H had finished; the
+    # scenario then never happened, so it is run again (the policy's behaviour is asserted only on a run
+    # that was set up, and every run is shown if none was).
+    runs = []
+    for _ in range(3):
+        runs.append(_run_scenario(engine))
+        if runs[-1].set_up():
+            break
+    run = runs[-1]
+    assert run.set_up(), "F reached the engine after B had finished in every run:\n" + "\n".join(map(str, runs))
+
+    # The order is the scheduler's own (`leave` = the engine finished the call). The client's finish times
+    # are not used: on a loaded machine the API server falls behind the engine and then returns several
+    # finished calls within milliseconds, in either order (seen: H's response before B's, though B left
+    # the scheduler before H was admitted).
+    if engine.policy == "plas":
+        assert ("preempt", "B") in run.events and run.order("run").index("F") < run.order("run").index("H"), run
+        assert run.order("leave") == ["F", "B", "H"], run
     else:
-        assert done["B"] < done["H"] < done["F"], story
-        assert runs == ["B", "H", "F"] and ("preempt", "B") not in events, story
+        assert run.order("run") == ["B", "H", "F"] and ("preempt", "B") not in run.events, run
+        assert run.order("leave") == ["B", "H", "F"], run
 
     # Real text, and the long call's output is whole even if it was preempted and recomputed.
-    answer = results["F"]["choices"][0]["message"]["content"]
+    answer = run.results["F"]["choices"][0]["message"]["content"]
     assert sum(ch.isalpha() for ch in answer) >= 5, answer
-    assert results["B"]["usage"]["completion_tokens"] == 256
-    assert len(results["B"]["choices"][0]["text"].split()) >= 20
-    print(f"\n[{policy}] F answered: {answer!r}; trace {events}")
+    assert run.results["B"]["usage"]["completion_tokens"] == 256
+    assert len(run.results["B"]["choices"][0]["text"].split()) >= 20
+    print(f"\n[{engine.policy}] F answered: {answer!r}; {run}")
