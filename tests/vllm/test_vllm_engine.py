@@ -224,10 +224,11 @@ def _run_scenario(engine: _Engine) -> _Run:
 
 
 def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
-    # F must reach the scheduler while B still runs. On a loaded 2-core machine (CI) the engine's API
-    # server has stalled for seconds, delivering F only after B (256 tokens) and H had finished; the
-    # scenario then never happened, so it is run again (the policy's behaviour is asserted only on a run
-    # that was set up, and every run is shown if none was).
+    # F must reach the scheduler while B still runs. Once on CI (2 loaded cores) F was sent as H arrived
+    # but reached the scheduler only after B's 256 tokens and H had finished, and B's and H's responses
+    # came back 2 ms apart: the API server had stalled. The scenario then never happened, so it is run
+    # again (the policy's behaviour is asserted only on a run that was set up; every run is shown if none
+    # was).
     runs = []
     for _ in range(3):
         runs.append(_run_scenario(engine))
