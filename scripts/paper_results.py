@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autellix.bench.metrics import latency_target, sustainable_rate
-from autellix.bench.report import (backlog_grew, compare, format_comparisons, format_table, plot_latency,
+from autellix.metrics import latency_target, sustainable_rate
+from autellix.report import (backlog_grew, compare, format_comparisons, format_table, plot_latency,
                                    series, write_json)
 from autellix.policy import PolicyConfig
 from autellix.sim.config import EngineConfig

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.bench.metrics import (backlog_growth, latency_target, summarize, sustainable_rate,
+from autellix.metrics import (backlog_growth, latency_target, summarize, sustainable_rate,
                                     throughput_at_equal_latency)
-from autellix.bench.report import compare, format_comparisons, format_table, plot_latency, write_json
+from autellix.report import compare, format_comparisons, format_table, plot_latency, write_json
 
 
 @dataclass

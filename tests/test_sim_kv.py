@@ -127,3 +127,50 @@ def test_decode_growth_matches_per_call_count(block):
     assert dec.ctx(step) == sum(c0 + step - s0 for _, s0, c0 in calls)
     k = dec.steps_within(step, 50, 100_000)
     assert dec.growth(step, k) <= 50 < dec.growth(step, k + 1)
+
+
+def test_a_held_segment_is_neither_evictable_nor_pinned_and_comes_back_evicted_first():
+    kv = KVCache(40, 0)
+    chain = (("root", 10), ("leaf", 10))
+    kv.pin(chain)
+    kv.unpin(chain)
+    kv.pin((("other", 5),))
+    kv.unpin((("other", 5),))
+    assert kv.hold(chain) == 20 and kv.held == 20 and kv.evictable == 5
+    kv.check(0)
+    kv.alloc(20)  # 15 free + the unheld segment: the held chain survives
+    assert kv.cached == {"root": 10, "leaf": 10} and kv.available() == 0
+    assert kv.admission_blocks(chain) == 0  # pinning held blocks takes nothing available
+    kv.pin(chain)  # a call of the program: held -> pinned
+    assert kv.held == 0 and kv.pinned() == 20
+    kv.unhold(chain)  # the hold ends while the call runs: nothing moves
+    kv.unpin(chain)
+    assert kv.held == 0 and list(kv.lru) == ["leaf", "root"] and not kv.early
+    kv.hold(chain)
+    kv.unhold(chain)  # a hold released without a call: its blocks are evicted first
+    assert list(kv.early) == ["leaf", "root"] and kv.evictable == 20
+    kv.check(20)
+
+
+def test_shared_segments_stay_held_until_the_last_hold_goes():
+    kv = KVCache(30, 0)
+    a, b = (("root", 10), ("a", 5)), (("root", 10), ("b", 5))
+    for c in (a, b):
+        kv.pin(c)
+        kv.unpin(c)
+    kv.hold(a)
+    kv.hold(b)
+    assert kv.held == 20
+    kv.unhold(a)
+    assert kv.held == 15 and kv.holds == {"root": 1, "b": 1}
+    kv.check(0)
+
+
+def test_demoted_segments_are_evicted_before_older_live_ones():
+    kv = KVCache(20, 0)
+    for seg in ("old-live", "ended"):
+        kv.pin(((seg, 10),))
+        kv.unpin(((seg, 10),))
+    kv.demote(["ended", "never-cached"])
+    kv.alloc(10)
+    assert "ended" not in kv.cached and kv.cached["old-live"] == 10

@@ -1,4 +1,4 @@
-"""What `autellix bench` prints and writes: the shared sweep report (bench/report.py) for real targets,
+"""What `autellix bench` prints and writes: the shared sweep report (report.py) for real targets,
 plus the replay's own records (per call, per program, per target).
 
 The headline is one summary line: each target's throughput at equal mean latency against the FIRST
@@ -14,7 +14,7 @@ import math
 import sys
 from typing import Any
 
-from autellix.bench import report
+from autellix import report
 from autellix.bench.sweep import BenchOutput
 
 COLUMNS = ("policy", "rate", "programs", "failed_programs", "mean_latency", "p95_latency", "p99_latency",

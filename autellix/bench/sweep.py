@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from tqdm import tqdm
 
-from autellix.bench import metrics
+from autellix import metrics
 from autellix.bench.driver import ReplayOptions, RunResult, replay
 from autellix.bench.prompts import PromptBuilder, load_tokenizer, local_tokenizer_for
 from autellix.bench.targets import Target, TargetInfo, engine_counters, parse_targets, probe

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from autellix.policy.base import Batch, Budget, Policy, SeatBudget
 from autellix.policy.config import ConfigError, PolicyConfig
-from autellix.policy.fcfs import FCFS
+from autellix.policy.fcfs import FCFS, ProgramFCFS
 from autellix.policy.levels import LevelPolicy
 from autellix.policy.mlfq import MLFQ
 from autellix.policy.plas import ATLAS, PLAS, Autellix
 from autellix.policy.srpt import SRPT
 
 POLICIES: dict[str, type[Policy]] = {
-    "fcfs": FCFS, "mlfq": MLFQ, "plas": PLAS, "atlas": ATLAS, "autellix": Autellix, "srpt": SRPT,
+    "fcfs": FCFS, "pfcfs": ProgramFCFS, "mlfq": MLFQ, "plas": PLAS, "atlas": ATLAS, "autellix": Autellix,
+    "srpt": SRPT,
 }
 
 
@@ -25,4 +26,4 @@ def make_policy(name: str, config: PolicyConfig | None = None) -> Policy:
 
 
 __all__ = ["ATLAS", "Autellix", "Batch", "Budget", "ConfigError", "FCFS", "LevelPolicy", "MLFQ", "PLAS",
-           "POLICIES", "Policy", "PolicyConfig", "SRPT", "SeatBudget", "make_policy"]
+           "POLICIES", "ProgramFCFS", "Policy", "PolicyConfig", "SRPT", "SeatBudget", "make_policy"]

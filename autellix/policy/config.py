@@ -73,6 +73,22 @@ class PolicyConfig:
     default until that is understood."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
+    residency: bool = True
+    """Program-level KV residency (policy/residency.py, docs/policy.md "KV residency"): hold a paused
+    program's history, evict ended programs' cache first, admit programs while their working sets fit.
+    Applies where the engine carries it out (the simulator's and the plugin's program-aware policies)."""
+    hold_max_s: float = 10.0
+    """Longest expected pause worth a hold: a program expected back later (a chat user thinking) gets none."""
+    hold_prior_s: float = 1.0
+    """Expected pause of a program before this engine has observed any pause."""
+    hold_slack: float = 2.0
+    """A hold lasts `hold_slack` x the program's expected pause (robust to pauses longer than usual)."""
+    hold_cap: float = 0.5
+    """Most of the KV cache that holds may keep at once (a share of its blocks)."""
+    admit_high: float = 0.9
+    """Programs not yet admitted wait once admitted programs' working sets reach this share of the cache."""
+    admit_low: float = 0.8
+    """... and are let in again once the working sets fall below this share (hysteresis)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Reserved for policy-specific settings; unknown keys are rejected by `from_dict`."""
 
@@ -108,6 +124,14 @@ class PolicyConfig:
             raise ConfigError(f"level_order: must be one of {list(LEVEL_ORDERS)}, got {self.level_order!r}")
         if not self.table_ttl > 0:
             raise ConfigError(f"table_ttl: must be > 0, got {self.table_ttl}")
+        for key in ("hold_max_s", "hold_prior_s", "hold_slack"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"{key}: must be >= 0, got {getattr(self, key)}")
+        if not 0 <= self.hold_cap <= 1:
+            raise ConfigError(f"hold_cap: must be in [0, 1], got {self.hold_cap}")
+        if not 0 < self.admit_low <= self.admit_high:
+            raise ConfigError(f"admit_low / admit_high: need 0 < low <= high, got {self.admit_low}, "
+                              f"{self.admit_high}")
 
     @property
     def num_levels(self) -> int:
@@ -140,11 +164,14 @@ class PolicyConfig:
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = _parse_floats(key, kwargs[key])
         for key, kind in (("beta", float), ("prefill_weight", float), ("table_ttl", float),
-                          ("max_preemptions", int), ("preempt_gap", int)):
+                          ("max_preemptions", int), ("preempt_gap", int), ("hold_max_s", float),
+                          ("hold_prior_s", float), ("hold_slack", float), ("hold_cap", float),
+                          ("admit_high", float), ("admit_low", float)):
             if key in kwargs:
                 kwargs[key] = _coerce(key, kwargs[key], kind)
-        if "starvation" in kwargs:
-            kwargs["starvation"] = parse_flag("starvation", kwargs["starvation"])
+        for key in ("starvation", "residency"):
+            if key in kwargs:
+                kwargs[key] = parse_flag(key, kwargs[key])
         return cls(**kwargs)
 
     @classmethod

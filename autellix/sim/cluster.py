@@ -13,8 +13,15 @@ would hold identical values, so the engine simply uses the gateway's (saving hal
 
 Events live in one heap ordered by (time, phase): at equal times every engine boundary is applied first
 (phase 0: completions make new calls ready), then calls are issued (phase 1: routed into an engine's
-inbox, cutting its planned span to the step in progress), then engines plan their next step (phase 2),
-so a plan sees every call that arrived at its instant.
+inbox, cutting its planned span to the step in progress), then engines whose hold deadline is due wake
+(phase 2: the same cut), then engines plan their next step (phase 3), so a plan sees every call that
+arrived at its instant.
+
+Open loop: programs arrive at their spec's arrival times. Closed loop (`concurrency` N): N programs are
+in flight from time 0; when one ends the next starts at once (its arrival is that instant), and the run
+stops at the `stop_after`-th program completion, as an agent fleet (an evaluation, RL rollouts) keeps N
+agents busy. A program's end reaches every engine (`Engine.end_program`), as the gateway's DELETE does.
+With `thunderagent` a PauseGate in the gateway holds back the calls of paused programs.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from collections.abc import Sequence
 
 from autellix.balance import make_balancer
 from autellix.policy import PolicyConfig, make_policy
-from autellix.sim.config import EngineConfig, sim_policy
+from autellix.policy.pause_gate import PauseGate
+from autellix.policy.residency import ResidencyPolicy
+from autellix.sim.config import CONTINUUM_TTL_QUANTILE, EngineConfig, sim_policy
 from autellix.sim.cost import CostModel
 from autellix.sim.driver import ProgramRun
 from autellix.sim.engine import Engine
@@ -34,18 +43,23 @@ from autellix.sim.request import SimCall
 from autellix.sim.result import CallOutcome, ProgramOutcome, SimResult
 from autellix.workloads import ProgramSpec
 
-BOUNDARY, ISSUE, PLAN = 0, 1, 2
+BOUNDARY, ISSUE, WAKE, PLAN = 0, 1, 2, 3
 IDLE, PLANNING, BUSY = 0, 1, 2
 
 
 class Cluster:
     def __init__(self, programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
                  balancer: str = "locality", config: EngineConfig | None = None,
-                 policy_config: PolicyConfig | None = None, cpu_blocks: int = 0) -> None:
+                 policy_config: PolicyConfig | None = None, cpu_blocks: int = 0,
+                 concurrency: int | None = None, stop_after: int | None = None) -> None:
         if engines < 1:
             raise ValueError(f"engines: must be >= 1, got {engines}")
         if not programs:
             raise ValueError("programs: need at least one program")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
+        if stop_after is not None and not 1 <= stop_after <= len(programs):
+            raise ValueError(f"stop_after: must be in [1, {len(programs)}], got {stop_after}")
         self.config = config or EngineConfig()
         self.sim_policy = sim_policy(policy)
         self.policy_config = policy_config or PolicyConfig()
@@ -53,7 +67,8 @@ class Cluster:
         gpu_blocks = self.config.gpu_blocks or cost.kv_capacity_blocks
         cpu = self.config.cpu_blocks if self.config.cpu_blocks is not None else cpu_blocks
         self.engines = [Engine(i, make_policy(self.sim_policy.policy, self.policy_config), cost,
-                               self.config, caching, gpu_blocks, cpu) for i in range(engines)]
+                               self.config, caching, gpu_blocks, cpu, *self._residency(gpu_blocks))
+                        for i in range(engines)]
         self.loads = [e.load for e in self.engines]
         self.balancer = make_balancer(balancer)
         self.table = self.policy_config.new_table()
@@ -63,9 +78,28 @@ class Cluster:
         delay = self.config.request_overhead(cost)
         self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in programs]
         self.state = [IDLE] * engines
+        self.wake_at: list[float | None] = [None] * engines
+        self.concurrency = concurrency
+        self.stop_after = stop_after
+        self.started = 0
+        self.completed = 0
+        self.gate = PauseGate(gpu_blocks * cost.block_tokens * engines, self.policy_config.admit_high) \
+            if self.sim_policy.pause_gate else None
+        self.gated: dict[str, list[tuple[ProgramRun, int]]] = {}
+        """Ready calls of programs the PauseGate holds back, in issue order."""
         self._heap: list[tuple] = []
         self._seq = itertools.count()
         self.events = 0
+
+    def _residency(self, gpu_blocks: int) -> tuple[ResidencyPolicy | None, bool]:
+        """(the engine's residency policy, whether ended programs' cache is evicted first)."""
+        mode, pc = self.sim_policy.residency, self.policy_config
+        if mode == "autellix" and pc.residency:
+            return ResidencyPolicy(pc, gpu_blocks), True
+        if mode == "continuum":
+            return ResidencyPolicy(pc, gpu_blocks, soft=False, admission=False,
+                                   ttl_quantile=CONTINUUM_TTL_QUANTILE), False
+        return None, False
 
     def _push(self, t: float, phase: int, a: object, b: object) -> None:
         heapq.heappush(self._heap, (t, phase, next(self._seq), a, b))
@@ -73,11 +107,10 @@ class Cluster:
     def run(self) -> SimResult:
         """Simulate until every program completes."""
         started = time.perf_counter()
-        for run in self.runs:
-            for t, i in run.roots():
-                self._push(t, ISSUE, run, i)
+        for _ in range(self.concurrency or len(self.runs)):
+            self._start(0.0)
         heap, pop = self._heap, heapq.heappop
-        while heap:
+        while heap and self.completed != self.stop_after:
             t, phase, _, a, b = pop(heap)
             self.events += 1
             if phase == BOUNDARY:
@@ -89,6 +122,8 @@ class Cluster:
                 self._push(t, PLAN, a, None)
             elif phase == ISSUE:
                 self._issue(a, b, t)
+            elif phase == WAKE:
+                self._wake(a, t)
             else:
                 end = a.plan(t)
                 if end is None:
@@ -96,15 +131,49 @@ class Cluster:
                 else:
                     self.state[a.index] = BUSY
                     self._push(end, BOUNDARY, a, a.version)
-        unfinished = sum(1 for r in self.runs if r.finished < 0)
-        if unfinished:
-            raise RuntimeError(f"simulation ended with {unfinished} unfinished program(s)")
+                self._arm(a)
+        if self.stop_after is None:
+            unfinished = sum(1 for r in self.runs if r.finished < 0)
+            if unfinished:
+                raise RuntimeError(f"simulation ended with {unfinished} unfinished program(s)")
         return self._result(time.perf_counter() - started)
+
+    def _start(self, now: float) -> None:
+        """Start the next program: at its own arrival (open loop) or now (closed loop)."""
+        if self.started == len(self.runs):
+            return
+        run = self.runs[self.started]
+        self.started += 1
+        if self.concurrency is not None:
+            run.spec = run.spec.retimed(now)
+        for t, i in run.roots():
+            self._push(t, ISSUE, run, i)
+
+    def _arm(self, engine: Engine) -> None:
+        """Schedule a wake-up at the engine's next hold deadline (once per deadline)."""
+        wake = engine.next_wake()
+        if wake is not None and wake != self.wake_at[engine.index]:
+            self.wake_at[engine.index] = wake
+            self._push(wake, WAKE, engine, None)
+
+    def _wake(self, engine: Engine, now: float) -> None:
+        """A hold deadline is due: the engine plans at the end of the step in progress (or now, idle)."""
+        i = engine.index
+        if self.wake_at[i] != now:
+            return  # superseded by a later arm
+        self.wake_at[i] = None
+        if self.state[i] == IDLE:
+            self.state[i] = PLANNING
+            self._push(now, PLAN, engine, None)
+        elif self.state[i] == BUSY and engine.truncate(now):
+            self._push(engine.span_end, BOUNDARY, engine, engine.version)
 
     def _issue(self, run: ProgramRun, i: int, now: float) -> None:
         """The gateway routes a ready call: global table entry, balancer, engine-local table, inbox."""
         spec = run.spec.calls[i]
         pid, cid, thread = run.program_id, str(i), str(spec.thread)
+        if self.gate is not None and not self._gate_pass(run, i, now):
+            return
         gcall = self.table.new_call(pid, cid, thread, spec.prompt_tokens, now)
         index = self.balancer.pick(gcall.program, spec.prompt_tokens, self.loads)
         engine = self.engines[index]
@@ -133,29 +202,65 @@ class Cluster:
             self.table.finish_call(gcall, now)
         for t, j in run.complete(sc.index, now):
             self._push(t, ISSUE, run, j)
+        if self.gate is not None:
+            self.gate.finished(run.program_id, sc.prompt + sc.output)
         if run.finished >= 0:
+            self.completed += 1
             self.table.end(run.program_id)
-            if not self.shared:
-                for engine in self.engines:
+            for engine in self.engines:
+                engine.end_program(run)
+                if not self.shared:
                     engine.table.programs.pop(run.program_id, None)
+            if self.gate is not None:
+                self.gate.end(run.program_id)
+            if self.concurrency is not None:
+                self._start(now)
+        if self.gate is not None:
+            self._rebalance(now)
+
+    def _gate_pass(self, run: ProgramRun, i: int, now: float) -> bool:
+        """ThunderAgent's proxy: whether call i of the program goes to an engine now (else it waits)."""
+        gate, pid, prompt = self.gate, run.program_id, run.spec.calls[i].prompt_tokens
+        if pid not in gate.programs:
+            gate.arrive(pid, prompt)
+        if not gate.active(pid):
+            self.gated.setdefault(pid, []).append((run, i))
+            self._rebalance(now)
+            return False
+        gate.started(pid, prompt)
+        return True
+
+    def _rebalance(self, now: float) -> None:
+        """ThunderAgent's memory check: resumed programs' held-back calls are issued now."""
+        for pid in self.gate.rebalance():
+            for run, i in self.gated.pop(pid, ()):
+                self._push(now, ISSUE, run, i)
 
     def _result(self, wall_s: float) -> SimResult:
         programs, calls = [], []
-        for run in self.runs:
+        for run in self.runs[:self.started]:
             spec = run.spec
-            programs.append(ProgramOutcome(spec.program_id, spec.kind, spec.num_threads, spec.num_calls,
-                                           spec.arrival, run.finished, spec.total_output_tokens))
+            if run.finished >= 0:  # (a closed loop stops with programs in flight: left out)
+                programs.append(ProgramOutcome(spec.program_id, spec.kind, spec.num_threads,
+                                               spec.num_calls, spec.arrival, run.finished,
+                                               spec.total_output_tokens))
             for sc in run.sims:
-                assert sc is not None
+                if sc is None or not sc.done:
+                    continue
                 calls.append(CallOutcome(spec.program_id, sc.index, sc.engine, sc.issued, sc.first_token,
                                          sc.finished, sc.prompt, sc.output, sc.hit_tokens, sc.wait_s,
-                                         sc.preemptions, sc.swaps))
+                                         sc.preemptions, sc.swaps, sc.prefilled,
+                                         spec.new_prompt_tokens(sc.index)))
         return SimResult(self.sim_policy.name, programs, calls, [e.counters() for e in self.engines],
                          wall_s, self.events)
 
 
 def simulate(programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
              balancer: str = "locality", config: EngineConfig | None = None,
-             policy_config: PolicyConfig | None = None, cpu_blocks: int = 0) -> SimResult:
-    """Run `programs` on `engines` simulated engines under `policy` (a name in config.SIM_POLICIES)."""
-    return Cluster(programs, policy, cost, engines, balancer, config, policy_config, cpu_blocks).run()
+             policy_config: PolicyConfig | None = None, cpu_blocks: int = 0,
+             concurrency: int | None = None, stop_after: int | None = None) -> SimResult:
+    """Run `programs` on `engines` simulated engines under `policy` (a name in config.SIM_POLICIES):
+    open loop (arrival times as given), or closed loop with `concurrency` programs in flight until
+    `stop_after` programs completed (module docstring)."""
+    return Cluster(programs, policy, cost, engines, balancer, config, policy_config, cpu_blocks,
+                   concurrency, stop_after).run()

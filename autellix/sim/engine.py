@@ -17,6 +17,11 @@ progress). Steps with prefill chunks or swaps are single-step spans. Why this eq
 time: schedule() returns the same (empty) batch on every step of a span, because waiting calls change only
 by arrivals and promotions, running levels only at quantum expiry, and free KV only shrinks.
 
+Residency (holding.py, policy/residency.py): at plan, expired holds go and the gate admits programs;
+held blocks give way before a waiting call is refused (EngineBudget.fits) or a running call is preempted
+for memory; a hold's deadline is an event like an arrival (the cluster wakes the engine there), so
+fast-forward still equals stepping one at a time.
+
 Lazy service: decode tokens are charged to the policy only when it could observe them (a call's own
 event, preemption, schedule() for policies whose rank reads service, and for gang policies whenever a
 sibling's level may move); charging.py shows why this equals charging every step. KV bookkeeping of
@@ -26,6 +31,7 @@ admission, swap, recompute and completion lives in residency.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 from autellix.balance import EngineLoad
 from autellix.policy import LevelPolicy, Policy
@@ -34,7 +40,10 @@ from autellix.sim.budget import EngineBudget
 from autellix.sim.charging import add_gang_siblings, charge_event_step
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel
+from autellix.policy.residency import ResidencyPolicy
 from autellix.sim.decode import DecodeSet
+from autellix.sim.driver import ProgramRun
+from autellix.sim.holding import EngineHolding
 from autellix.sim.kv import KVCache
 from autellix.sim.levels import RunningLevels
 from autellix.sim.request import DECODE, PREFILL, WAITING, SimCall
@@ -46,7 +55,8 @@ class Engine:
     """State of one engine. The cluster calls receive / truncate / plan / finish_span."""
 
     def __init__(self, index: int, policy: Policy, cost: CostModel, config: EngineConfig,
-                 caching: bool, gpu_blocks: int, cpu_blocks: int) -> None:
+                 caching: bool, gpu_blocks: int, cpu_blocks: int,
+                 residency: ResidencyPolicy | None = None, demote_ended: bool = False) -> None:
         self.index = index
         self.policy = policy
         self.table = policy.config.new_table()
@@ -55,6 +65,7 @@ class Engine:
         self.config = config
         self.kv = KVCache(gpu_blocks, cpu_blocks, caching, config.kv_offload)
         self.res = Residency(self.kv, cost.block_tokens)
+        self.holding = EngineHolding(residency, self.res, demote_ended) if residency else None
         self.watermark = int(gpu_blocks * config.watermark)
         self.load = EngineLoad(index)
         self.sims: dict[Call, SimCall] = {}
@@ -84,6 +95,8 @@ class Engine:
         their copy is never charged to a step (vLLM stores offloaded KV asynchronously, beside compute;
         loads are charged, a hit waits for them)."""
         self.stats.offload_out_blocks = self.kv.offloaded
+        if self.holding is not None:
+            self.stats.add_residency(self.holding.policy.counters)
         return self.stats
 
     # -- arrivals -------------------------------------------------------------------------------------
@@ -95,9 +108,10 @@ class Engine:
             raise ValueError(f"call {sc.call.program_id}/{sc.index} needs {need} KV blocks; the engine "
                              f"has {self.kv.gpu_blocks - self.watermark}")
         sc.engine = self.index
-        self.inbox.append(sc)
         self.sims[sc.call] = sc
         self.load.active += 1
+        if self.holding is None or self.holding.receive(sc):
+            self.inbox.append(sc)
 
     def truncate(self, now: float) -> bool:
         """Cut the planned span after the step in progress at `now`; True if the boundary moved."""
@@ -121,6 +135,10 @@ class Engine:
         """Form the next step (or span) at `now`; return when it ends, or None when idle."""
         self.now = now
         policy = self.policy
+        if self.holding is not None:
+            self.holding.expire(now)
+            idle = not (self.running or self.inbox or policy.num_waiting)
+            self.inbox.extend(self.holding.admit_gated(idle))
         for sc in self.inbox:
             sc.wait_start = now
             policy.add(sc.call)
@@ -130,15 +148,32 @@ class Engine:
         if policy.num_waiting:
             self._schedule()
         if not self.running:
-            if policy.num_waiting:
+            if policy.num_waiting and self.next_wake() is None:
                 raise RuntimeError(f"engine {self.index}: {policy.num_waiting} call(s) wait but none fits")
             return None
         return self._start_span(now)
 
+    def next_wake(self) -> float | None:
+        """When this engine must plan again even if nothing else happens: its earliest hold deadline."""
+        return self.holding.next_wake() if self.holding is not None else None
+
+    def free_holds(self, need: int, keep: Collection[str] = ()) -> int:
+        """Release soft holds (not those of programs in `keep`) for `need` blocks; the blocks made
+        available."""
+        return self.holding.free(need, self.now, keep) if self.holding is not None else 0
+
+    def end_program(self, run: ProgramRun) -> None:
+        """The gateway says the program ended (its last call finished)."""
+        if self.holding is not None:
+            self.holding.end(run)
+
     def _relieve_pressure(self) -> None:
-        """Preempt the lowest-priority running call while this step's decodes lack KV blocks."""
+        """While this step's decodes lack KV blocks: release holds, then preempt the lowest-priority
+        running call."""
         dec, kv = self.decoding, self.kv
         while dec.n and dec.growth(self.step, 1) > kv.available():
+            if self.free_holds(dec.growth(self.step, 1) - kv.available()):
+                continue
             self._preempt(self._worst(1)[0])
             self.stats.pressure_preemptions += 1
 
@@ -320,6 +355,8 @@ class Engine:
             self._push_event(sc)
             return
         hit, copied = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
+        if self.holding is not None:
+            self.holding.admitted(sc)
         if copied:
             self._swap_in += copied
             self.stats.offload_in_blocks += copied
@@ -328,6 +365,7 @@ class Engine:
         else:
             sc.recomputed += sc.prefill_left
         self.stats.prefill_tokens += sc.prefill_left
+        sc.prefilled += sc.prefill_left
         sc.mode = PREFILL
         self.prefilling.append(sc)
         if self.levels is not None:
@@ -371,6 +409,8 @@ class Engine:
         if self.levels is not None:
             self.levels.unfile(sc)
         self.res.release(sc, private)
+        if self.holding is not None:
+            self.holding.finished(sc, self.now)
         self.policy.remove(sc.call)
         self.table.finish_call(sc.call, self.now)
         del self.sims[sc.call]

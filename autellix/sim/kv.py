@@ -7,10 +7,14 @@ p's segment (only full blocks are shareable, as in vLLM's block hashing). Segmen
 hashable objects (the simulator uses its per-call records).
 
 GPU block states, and the invariant this class keeps:
-    free + evictable + pinned + private == gpu_blocks
+    free + evictable + held + pinned + private == gpu_blocks
 - free:      unused.
-- evictable: cached blocks of segments no running call uses (refs == 0), in LRU order; they count as
-             available, and `alloc` evicts them oldest-first (a segment loses its tail blocks first).
+- evictable: cached blocks of segments no running call uses and no hold keeps (refs == 0, holds == 0);
+             they count as available, and `alloc` evicts them (a segment loses its tail blocks first):
+             first the `early` tier (oldest first: ended programs' histories and released holds), then
+             the `lru` tier, least recently used first (vLLM evicts plain LRU: only `lru` is used then).
+- held:      cached blocks of segments no running call uses but a hold keeps (holds > 0, refs == 0):
+             a paused program's history (policy/residency.py); not available, never evicted.
 - pinned:    cached blocks of segments some running call uses (refs > 0); never evicted.
 - private:   blocks owned by running calls outside the cache (their own growing segment and tail).
 `free` never goes negative: callers check `available()` first (the engine's Budget does).
@@ -26,7 +30,7 @@ cpu_used + host_used <= cpu_blocks.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 
 View = tuple[Hashable, int]
 """(segment key, number of its leading blocks used by a chain)."""
@@ -36,7 +40,8 @@ class KVCache:
     """GPU blocks with an LRU prefix cache over segments, plus a CPU swap pool (counts only)."""
 
     __slots__ = ("gpu_blocks", "cpu_blocks", "cpu_used", "caching", "free", "evictable",
-                 "cached", "refs", "lru", "evicted", "offload", "host", "host_used", "offloaded")
+                 "cached", "refs", "lru", "early", "holds", "held", "evicted", "offload", "host",
+                 "host_used", "offloaded")
 
     def __init__(self, gpu_blocks: int, cpu_blocks: int, caching: bool = True,
                  offload: bool = False) -> None:
@@ -54,7 +59,12 @@ class KVCache:
         self.refs: dict[Hashable, int] = {}
         """segment -> running calls that pin it (> 0)."""
         self.lru: OrderedDict[Hashable, None] = OrderedDict()
-        """Evictable segments (refs == 0, cached > 0), least recently used first."""
+        """Evictable segments (refs == 0, holds == 0, cached > 0), least recently used first."""
+        self.early: OrderedDict[Hashable, None] = OrderedDict()
+        """Evictable segments evicted before any in `lru` (ended programs', released holds'), oldest first."""
+        self.holds: dict[Hashable, int] = {}
+        """segment -> holds keeping it (> 0)."""
+        self.held = 0
         self.evicted = 0
         self.offload = offload and caching
         self.host: OrderedDict[Hashable, int] = OrderedDict()
@@ -76,9 +86,10 @@ class KVCache:
             return
         need = n - self.free
         self.free = 0
-        lru, cached = self.lru, self.cached
+        cached = self.cached
         while need:
-            seg = next(iter(lru))
+            tier = self.early if self.early else self.lru
+            seg = next(iter(tier))
             have = cached[seg]
             take = have if have <= need else need
             need -= take
@@ -86,7 +97,7 @@ class KVCache:
             self.evicted += take
             if take == have:
                 del cached[seg]
-                del lru[seg]
+                del tier[seg]
             else:
                 cached[seg] = have - take
             if self.offload:
@@ -129,25 +140,24 @@ class KVCache:
         resident evictable blocks it pins. Exact for one call; an upper bound across several calls
         that share segments (they would pin the same blocks once)."""
         cost = 0
-        cached, refs = self.cached, self.refs
+        cached, refs, holds = self.cached, self.refs, self.holds
         for seg, n in chain:
             have = cached.get(seg, 0)
             if have < n:
                 cost += n - have
-            if seg not in refs:
+            if seg not in refs and seg not in holds:  # held blocks are not available already
                 cost += have
         return cost
 
     def pin(self, chain: Sequence[View]) -> int:
         """A running call starts using `chain`: pin every segment and make all its blocks resident.
         Returns the number of blocks that were missing (the caller recomputes or copies them in)."""
-        cached, refs, lru = self.cached, self.refs, self.lru
+        cached, refs = self.cached, self.refs
         missing = 0
         for seg, n in chain:  # pin first, so the allocation below cannot evict this chain
             r = refs.get(seg, 0)
-            if r == 0 and seg in lru:
-                del lru[seg]
-                self.evictable -= cached[seg]
+            if r == 0:
+                self._unlist(seg)
             refs[seg] = r + 1
         for seg, n in chain:
             have = cached.get(seg, 0)
@@ -162,7 +172,7 @@ class KVCache:
     def unpin(self, chain: Sequence[View]) -> None:
         """A running call stops using `chain`. Unused segments become evictable; the chain is touched
         leaf first, so the root is the most recently used and the leaves are evicted first."""
-        cached, refs, lru = self.cached, self.refs, self.lru
+        refs = self.refs
         for i in range(len(chain) - 1, -1, -1):
             seg = chain[i][0]
             r = refs[seg] - 1
@@ -170,20 +180,81 @@ class KVCache:
                 refs[seg] = r
                 continue
             del refs[seg]
-            have = cached.get(seg, 0)
-            if have:
-                lru[seg] = None
-                self.evictable += have
+            self._list(seg, self.lru)
+
+    def _unlist(self, seg: Hashable) -> None:
+        """An unused segment gets a user (pin or hold): it leaves its evictable tier or the held count."""
+        have = self.cached.get(seg, 0)
+        if seg in self.holds:
+            self.held -= have
+        elif seg in self.lru:
+            del self.lru[seg]
+            self.evictable -= have
+        elif seg in self.early:
+            del self.early[seg]
+            self.evictable -= have
+
+    def _list(self, seg: Hashable, tier: OrderedDict) -> None:
+        """A segment lost its last running user: held if a hold keeps it, else evictable in `tier`."""
+        have = self.cached.get(seg, 0)
+        if not have:
+            return
+        if seg in self.holds:
+            self.held += have
+        else:
+            tier[seg] = None
+            self.evictable += have
+
+    # -- holds (policy/residency.py decides; these keep the block states) -----------------------------
+
+    def hold(self, chain: Sequence[View]) -> int:
+        """Keep `chain`'s resident blocks cached while no running call uses them; returns its resident
+        blocks (the hold's size)."""
+        holds, refs, cached = self.holds, self.refs, self.cached
+        size = 0
+        for seg, _ in chain:
+            size += cached.get(seg, 0)
+            c = holds.get(seg, 0)
+            if c == 0 and seg not in refs:
+                self._unlist(seg)
+                holds[seg] = 1
+                self.held += cached.get(seg, 0)
+            else:
+                holds[seg] = c + 1
+        return size
+
+    def unhold(self, chain: Sequence[View]) -> None:
+        """A hold ends: segments nothing else keeps become evictable, in the `early` tier (a released
+        hold's program is late or its blocks were needed: evict them before live programs' history).
+        Leaf first, like `unpin`."""
+        holds, refs = self.holds, self.refs
+        for i in range(len(chain) - 1, -1, -1):
+            seg = chain[i][0]
+            c = holds[seg] - 1
+            if c:
+                holds[seg] = c
+                continue
+            del holds[seg]
+            if seg not in refs:
+                have = self.cached.get(seg, 0)
+                self.held -= have
+                self._list(seg, self.early)
+
+    def demote(self, segments: Iterable[Hashable]) -> None:
+        """Evict these segments (an ended program's history) before any other evictable one."""
+        lru, early = self.lru, self.early
+        for seg in segments:
+            if seg in lru:
+                del lru[seg]
+                early[seg] = None
 
     def take_own(self, seg: Hashable) -> int:
         """A call resumes: its own cached segment (if any) leaves the cache and becomes private again.
         Returns its resident blocks, which the caller counts as already allocated."""
         self._drop_host(seg)
-        have = self.cached.pop(seg, 0)
-        if have and seg not in self.refs:
-            del self.lru[seg]
-            self.evictable -= have
-        return have
+        if seg not in self.refs:
+            self._unlist(seg)
+        return self.cached.pop(seg, 0)
 
     def put_own(self, seg: Hashable, blocks: int) -> None:
         """A call's private full blocks become a cached, evictable segment (most recently used)."""
@@ -198,6 +269,16 @@ class KVCache:
 
     def pinned(self) -> int:
         return sum(self.cached.get(seg, 0) for seg in self.refs)
+
+    def check(self, private: int) -> None:
+        """Assert every block-state invariant (tests): the counters match the segments, and the block
+        states add up to the pool with `private` blocks owned by running calls."""
+        cached, refs = self.cached, self.refs
+        assert self.free >= 0 and self.evictable >= 0 and self.held >= 0
+        assert self.evictable == sum(cached[s] for s in self.lru) + sum(cached[s] for s in self.early)
+        assert self.held == sum(cached.get(s, 0) for s in self.holds if s not in refs)
+        assert not (set(self.lru) | set(self.early)) & (set(refs) | set(self.holds))
+        assert self.free + self.evictable + self.held + self.pinned() + private == self.gpu_blocks
 
     # -- swap pool -----------------------------------------------------------------------------------
 

@@ -70,6 +70,8 @@ class SimCall:
     """Prompt tokens served from the prefix cache at first admission."""
     recomputed: int = 0
     """Tokens computed again after preemptions by recompute."""
+    prefilled: int = 0
+    """Prompt (and resumed output) tokens computed for this call in all, cache misses and recomputation."""
 
     @property
     def done(self) -> bool:

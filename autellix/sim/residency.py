@@ -55,9 +55,9 @@ class Residency:
     def release_blocks(self, sc: SimCall, private: int) -> int:
         """Blocks preempting a running call makes available at once: private ones and segments it
         alone pins (a lower bound when two victims share a segment)."""
-        refs, cached = self.kv.refs, self.kv.cached
+        refs, cached, holds = self.kv.refs, self.kv.cached, self.kv.holds
         for seg, _ in self.chain(sc):
-            if refs.get(seg) == 1:
+            if refs.get(seg) == 1 and seg not in holds:  # a held segment stays held, not available
                 private += cached.get(seg, 0)
         return private
 
@@ -98,6 +98,11 @@ class Residency:
             kv.unpin(sc.chain)
         else:
             kv.release(private)
+
+    def history(self, sc: SimCall) -> tuple:
+        """The chain a finished call leaves for its successors: its own chain plus its cached segment."""
+        own = self.kv.cached.get(sc, 0)
+        return sc.chain + ((sc, own),) if own else sc.chain
 
     def swap_out(self, sc: SimCall, private: int) -> int:
         """Copy the call's whole context to host memory and free its GPU blocks; return the blocks

@@ -1,6 +1,6 @@
 """What one simulation run produced: per-program and per-call outcomes plus engine counters.
 
-Outcomes expose `latency` / `jct` (programs) and `ttft` / `tpot` (calls), the names bench.metrics reads,
+Outcomes expose `latency` / `jct` (programs) and `ttft` / `tpot` (calls), the names autellix.metrics reads,
 so simulated and real runs are summarised by the same code.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from autellix.bench.metrics import Summary, summarize
+from autellix.metrics import Summary, summarize
 from autellix.sim.stats import EngineStats
 
 
@@ -46,6 +46,10 @@ class CallOutcome:
     """Seconds spent in the engine's waiting queue (before admission and after preemptions)."""
     preemptions: int
     swaps: int
+    prefill_tokens: int = 0
+    """Prompt tokens computed for this call (misses and recomputation)."""
+    new_prompt_tokens: int = 0
+    """What an infinite prefix cache would have computed: the prompt beyond the prefix call's history."""
 
     @property
     def ttft(self) -> float:

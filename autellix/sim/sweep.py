@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from autellix.balance import BALANCERS
-from autellix.bench.report import (DEFAULT_MULTIPLES, STABLE_GROWTH, compare, format_comparisons,
+from autellix.report import (DEFAULT_MULTIPLES, STABLE_GROWTH, compare, format_comparisons,
                                    format_table, plot_latency, write_json)
 from autellix.policy import PolicyConfig
 from autellix.sim import hardware as hw
@@ -50,18 +50,18 @@ class SweepSpec:
     baselines: tuple[str, ...] = ("fcfs", "fcfs-nocache")
     multiples: tuple[float, ...] = DEFAULT_MULTIPLES
 
-    def validate(self) -> None:
+    def validate(self, need_rates: bool = True) -> None:
         if self.workload not in WORKLOADS:
             raise ValueError(f"unknown workload {self.workload!r}; choose one of {sorted(WORKLOADS)}")
         if not self.policies:
             raise ValueError("--policy: need at least one policy")
         for p in self.policies:
             sim_policy(p)
-        if not self.rates:
+        if need_rates and not self.rates:
             raise ValueError("--rates: need at least one arrival rate (programs/s), e.g. --rates 1,2,4")
         if any(not r > 0 for r in self.rates):
             raise ValueError(f"--rates: every rate must be > 0, got {list(self.rates)}")
-        program_counts(self.programs, len(self.rates))
+        program_counts(self.programs, len(self.rates) if need_rates else 1)
         if self.engines < 1:
             raise ValueError(f"--engines: must be >= 1, got {self.engines}")
         if self.balancer not in BALANCERS:
@@ -166,9 +166,13 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
     default = EngineConfig()
     g = sim.add_argument_group("workload sweep (when --scenario is absent)")
     g.add_argument("--workload", help=f"one of {', '.join(sorted(WORKLOADS))}")
-    g.add_argument("--rates", help="comma-separated program arrival rates (programs/s)")
+    g.add_argument("--rates", help="comma-separated program arrival rates (programs/s): an open-loop sweep")
+    g.add_argument("--concurrency", metavar="N1,N2,...",
+                   help="closed loop instead of --rates: keep N programs in flight, the next starting when "
+                        "one ends (an agent fleet); steady state after the first 20%% of completions")
     g.add_argument("--programs", default="1000", metavar="N|N1,N2,...",
-                   help="programs per rate point, or one count per rate (default 1000)")
+                   help="programs per rate point, or one count per rate (default 1000); with --concurrency "
+                        "the programs completed per point")
     g.add_argument("--engines", type=int, default=1, help="engines behind the balancer (default 1)")
     g.add_argument("--balancer", default="locality", help=f"one of {', '.join(sorted(BALANCERS))}")
     g.add_argument("--hardware", default="h200", help=f"GPU preset: {', '.join(sorted(hw.GPUS))}")
@@ -192,7 +196,8 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
                         "comparison is printed as measured and counting only points whose backlog did "
                         f"not grow (backlog_growth <= {STABLE_GROWTH:g})")
     g.add_argument("--plot", metavar="OUT.png",
-                   help="latency-vs-rate plot (mean and P95; points whose backlog grew are hollow)")
+                   help="latency-vs-rate plot (mean and P95; points whose backlog grew are hollow); "
+                        "closed loop: programs per hour and completion time vs concurrency")
     g.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -200,8 +205,9 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace) -> SweepSpec:
     if not args.workload:
         raise ValueError("--workload is required without --scenario (e.g. --workload chat)")
-    if args.rates is None:
-        raise ValueError("--rates is required, e.g. --rates 1,2,4")
+    if args.rates is None and not args.concurrency:
+        raise ValueError("--rates (open loop, e.g. --rates 1,2,4) or --concurrency (closed loop, e.g. "
+                         "--concurrency 16,32,64) is required")
     config = EngineConfig(max_num_seqs=args.max_num_seqs, max_batched_tokens=args.max_batched_tokens,
                           swap=args.swap, swap_space_GB=args.swap_space_gb, kv_offload=args.kv_offload,
                           request_overhead_s=args.request_overhead)
@@ -210,7 +216,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         pconf = pconf.replace(prefill_weight=args.prefill_weight)
     return SweepSpec(
         workload=args.workload, policies=tuple(p for p in (args.policy or "fcfs,autellix").split(",") if p),
-        rates=_floats(args.rates, "--rates"), programs=parse_counts(args.programs), engines=args.engines,
+        rates=_floats(args.rates or "", "--rates"), programs=parse_counts(args.programs),
+        engines=args.engines,
         balancer=args.balancer, hardware=args.hardware, model=args.model, calibration=args.calibration,
         seed=args.seed, scale=args.scale, config=config, policy_config=pconf,
         baselines=tuple(b for b in args.baselines.split(",") if b),
@@ -219,6 +226,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)
+    if args.concurrency:
+        return _run_fleet_command(args, spec)
     payload = run_sweep(spec, progress=not args.quiet, jobs=args.jobs)
     print(format_table(payload["results"], TABLE_COLUMNS))
     if payload["comparisons"]:
@@ -232,3 +241,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                      title=f"{spec.workload}, {spec.model} on {spec.engines}x {spec.hardware}")
     return 0
 
+
+
+def _run_fleet_command(args: argparse.Namespace, spec: SweepSpec) -> int:
+    from autellix.sim.fleet import format_fleet, plot_fleet, run_fleet
+
+    if args.rates:
+        raise ValueError("--rates and --concurrency: give one (open loop or closed loop), not both")
+    concurrency = tuple(int(c) for c in _floats(args.concurrency, "--concurrency"))
+    payload = run_fleet(spec, concurrency, progress=not args.quiet, jobs=args.jobs)
+    print(format_fleet(payload))
+    if args.json:
+        write_json(args.json, payload)
+    if args.plot:
+        plot_fleet(payload["results"], args.plot, fit=payload["config"]["working_set_fit"],
+                   title=f"{spec.workload} x{spec.scale:g}, closed loop, {spec.model} on {spec.hardware}")
+    return 0

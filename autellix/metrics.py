@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -210,3 +210,42 @@ def throughput_at_equal_latency(rates: Sequence[float], latencies_a: Sequence[fl
     elif a.censored and b.censored:
         bound = "?"
     return Comparison(target, a.rate, b.rate, ratio, bound)
+
+
+# -- closed loop -----------------------------------------------------------------------------------------
+
+WARMUP_SHARE = 0.2
+"""Closed loop: the first 20% of program completions are the warm-up (every program starts at once)."""
+
+
+def closed_loop(programs: Sequence[Any], calls: Sequence[Any], warmup: float = WARMUP_SHARE) -> dict[str, float]:
+    """Steady-state figures of a closed-loop run (N programs in flight, the next starts when one ends).
+
+    The window runs from the completion that ends the warm-up (the ceil(warmup x n)-th) to the last
+    one; programs and calls finishing inside it count. Programs need `finish` and `jct`; calls need
+    `finished`, `prompt_tokens` and may carry `hit_tokens` (prompt tokens the prefix cache served),
+    `prefill_tokens` (prompt tokens computed, recomputation included) and `new_prompt_tokens` (what an
+    infinite cache would have computed). Throughput is over the window's length, so the start-up from an
+    empty engine and a sweep's last, cut-off programs do not count.
+    """
+    finishes = sorted(p.finish for p in programs)
+    if len(finishes) < 2:
+        raise ValueError(f"closed_loop: need at least 2 completed programs, got {len(finishes)}")
+    k = min(max(math.ceil(warmup * len(finishes)), 1), len(finishes) - 1)
+    t0, t1 = finishes[k - 1], finishes[-1]
+    span = t1 - t0
+    done = [p for p in programs if t0 < p.finish <= t1]
+    window = [c for c in calls if c.finished is not None and t0 < c.finished <= t1]
+    jct = distribution((p.jct for p in done), "jct")
+    prompt = sum(c.prompt_tokens for c in window)
+    hits = sum(getattr(c, "hit_tokens", 0) or 0 for c in window)
+    return {
+        "window_s": span, "programs_done": len(done), "calls_done": len(window),
+        "programs_per_hour": len(done) / span * 3600 if span > 0 else math.nan,
+        "calls_per_min": len(window) / span * 60 if span > 0 else math.nan,
+        "mean_jct": jct["jct_mean"], "p95_jct": jct["jct_p95"],
+        "prompt_tokens": prompt,
+        "prefill_tokens": sum(getattr(c, "prefill_tokens", 0) or 0 for c in window),
+        "new_prompt_tokens": sum(getattr(c, "new_prompt_tokens", 0) or 0 for c in window),
+        "prefix_hit_share": hits / prompt if prompt else math.nan,
+    }

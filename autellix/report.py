@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from autellix.bench.metrics import Comparison, latency_target, throughput_at_equal_latency
+from autellix.metrics import Comparison, latency_target, throughput_at_equal_latency
 
 DEFAULT_MULTIPLES = (2.0, 5.0, 10.0)
 """Latency targets reported, as multiples of the baseline's latency at the lowest swept rate."""
@@ -28,12 +28,12 @@ arrived (metrics.backlog_growth); past it the point's latency is a finite run's,
 Row = Mapping[str, Any]
 
 
-def series(rows: Iterable[Row], key: str = "policy") -> dict[str, list[Row]]:
-    """Rows grouped by system, each group sorted by rate (first-seen system order kept)."""
+def series(rows: Iterable[Row], key: str = "policy", x: str = "rate") -> dict[str, list[Row]]:
+    """Rows grouped by system, each group sorted by `x` (first-seen system order kept)."""
     out: dict[str, list[Row]] = {}
     for row in rows:
         out.setdefault(str(row[key]), []).append(row)
-    return {name: sorted(group, key=lambda r: r["rate"]) for name, group in out.items()}
+    return {name: sorted(group, key=lambda r: r[x]) for name, group in out.items()}
 
 
 def compare(rows: Iterable[Row], baseline: str, key: str = "policy", metric: str = "mean_latency",
