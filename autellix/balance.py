@@ -3,11 +3,14 @@
 `locality` sends a short call (<= `long_prompt` tokens) to the least-used engine, where recomputing its
 prompt is cheap, and a long call to its program's pinned engine, where the program's KV cache lives. A
 program is pinned at its first long call. Unhealthy engines are skipped; a program pinned to an engine
-that is no longer healthy is re-pinned. Baselines: `round_robin`, `least_used`.
+that is no longer healthy is re-pinned. Baselines: `round_robin`, `least_used`, and `sticky`: every call
+of a program to one engine chosen by a consistent hash of its id (rendezvous hashing over the healthy
+engines), what vllm-router's consistent_hash, SGLang's sticky routing and llm-d's session affinity do.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -84,8 +87,21 @@ class Locality(Balancer):
         return program.engine
 
 
+class Sticky(Balancer):
+    """Consistent hashing of the program id: the healthy engine with the highest hash of (program,
+    engine). Deterministic across processes and restarts; when an engine goes down only its programs
+    move, and they come back when it returns."""
+
+    name = "sticky"
+
+    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+        key = program.program_id.encode()
+        return max(_healthy(engines), key=lambda e: hashlib.blake2b(
+            key + b"/" + str(e.index).encode(), digest_size=8).digest()).index
+
+
 BALANCERS: dict[str, type[Balancer]] = {
-    "round_robin": RoundRobin, "least_used": LeastUsed, "locality": Locality,
+    "round_robin": RoundRobin, "least_used": LeastUsed, "locality": Locality, "sticky": Sticky,
 }
 
 

@@ -51,3 +51,20 @@ def test_round_robin_cycles_and_factory_errors():
     assert [rr.pick(p, 1, engines(0, 0, 0)) for _ in range(4)] == [0, 1, 2, 0]
     with pytest.raises(ValueError, match="round_robin"):
         make_balancer("random")
+
+
+def test_sticky_keeps_a_program_on_one_engine_and_moves_only_a_dead_engines_programs():
+    from autellix.balance import EngineLoad, make_balancer
+    from autellix.programs import Program
+
+    engines = [EngineLoad(i) for i in range(4)]
+    sticky = make_balancer("sticky")
+    programs = [Program(f"p{i}", 0.0) for i in range(200)]
+    first = {p.program_id: sticky.pick(p, 10_000, engines) for p in programs}
+    assert all(sticky.pick(p, 5, engines) == first[p.program_id] for p in programs)  # any length
+    assert len(set(first.values())) == 4  # spread over every engine
+    engines[2].healthy = False
+    moved = {p.program_id: sticky.pick(p, 5, engines) for p in programs}
+    assert all(moved[pid] == e for pid, e in first.items() if e != 2)
+    assert all(moved[pid] != 2 for pid in first)
+    assert make_balancer("sticky").pick(programs[0], 5, engines) == moved["p0"]  # no state: same answer

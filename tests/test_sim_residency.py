@@ -137,7 +137,7 @@ def test_residency_stops_the_thrash_of_an_overfull_fleet():
     cfg = TIGHT.replace(gpu_blocks=2000)
     base, ours = (closed_loop(*_fleet(programs, p, cfg)) for p in ("fcfs", "autellix"))
     assert base["prefix_hit_share"] < 0.05 and ours["prefix_hit_share"] > 0.4
-    assert ours["prefill_tokens"] < 0.5 * base["prefill_tokens"]
+    assert ours["prefill_tokens"] < 0.7 * base["prefill_tokens"]
     assert ours["programs_per_hour"] >= base["programs_per_hour"]
     assert ours["new_prompt_tokens"] <= ours["prefill_tokens"]
 

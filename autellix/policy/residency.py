@@ -21,8 +21,13 @@ is admitted (which then owns the blocks), the hold's deadline passes, the progra
   last goes first; a history with a partial last block weighs a little less.
 
 Admission. Programs are admitted (made *resident*) per engine. A resident program's working set is its
-latest context (blocks). While the working sets sum to less than `admit_high` of the cache a program is
-admitted (its call joins the queues); at `admit_high` the gate closes and opens again below `admit_low`.
+latest context (blocks). The gate closes when the working sets reach `admit_high` of the cache *and*
+holds are failing: more than THRASH_SHARE of the history that returning programs worth a hold (back
+within `hold_max_s`) expected to find cached was missing (a running mean over their calls, `observe`);
+it opens again below `admit_low`. Working sets past the cache alone are not enough: without tool pauses
+(chat's back-to-back turns, or users thinking longer than `hold_max_s`) PLAS already keeps the young,
+small programs running and lets the old ones wait, which packs the cache better than any FIFO gate
+(measured in docs/simulator.md, "KV residency"). While closed, no program is admitted (its call waits).
 Calls of resident programs are never held back. Working sets grow after admission (an agent's history
 grows every turn), so admission alone overshoots: when they pass `admit_high`, resident programs at a
 tool boundary (no call in flight here) are *paused*, lowest hold value first (the program expected back
@@ -50,6 +55,10 @@ from autellix.policy.config import PolicyConfig
 
 MIN_REMAINING_S = 0.01
 """Floor of a hold's remaining time in its value (a program due back now is worth the most)."""
+THRASH_SHARE = 0.1
+"""The gate may close once more than this share of resident programs' expected history was missing."""
+MISS_WEIGHT = 0.05
+"""Weight of each call in the running mean of the missed share (about the last 20 calls)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -128,6 +137,11 @@ class ResidencyPolicy:
         self.inflight: dict[str, int] = {}
         """Resident program -> its calls admitted here and not finished (0: at a tool boundary)."""
         self.gate_closed = False
+        self.gating = False
+        self.missed = 0.0
+        """Running mean of the share of expected history that returning holdable programs missed."""
+        self.holdable: set[str] = set()
+        """Programs whose last call ended with a pause worth a hold expected (their next call counts)."""
         self.counters = ResidencyCounters()
 
     # -- pauses ----------------------------------------------------------------------------------------
@@ -177,6 +191,7 @@ class ResidencyPolicy:
             ttl = self.config.hold_slack * pause
         if ttl <= 0 or (self.soft and self.config.hold_cap <= 0):
             return None
+        self.holdable.add(program_id)
         old = self.holds.get(key)
         if old is not None:
             self.release(old)
@@ -253,6 +268,24 @@ class ResidencyPolicy:
 
     # -- admission -------------------------------------------------------------------------------------
 
+    def observe(self, program_id: str, expected_tokens: int, hit_tokens: int) -> None:
+        """A program's call was admitted: it expected `expected_tokens` of its history cached and found
+        `hit_tokens`. Counts toward the gate's thrash signal when the program was worth a hold."""
+        if program_id in self.holdable and expected_tokens > 0:
+            self.holdable.discard(program_id)
+            share = max(expected_tokens - hit_tokens, 0) / expected_tokens
+            self.missed += MISS_WEIGHT * (share - self.missed)
+
+    def thrashing(self) -> bool:
+        """Whether the gate is in force: latched on when holds fail (THRASH_SHARE) while the working sets
+        pass `admit_high`, off again only once they fall below `admit_low`."""
+        if self.gating:
+            if self.total < self.config.admit_low * self.capacity:
+                self.gating = False
+        elif self.missed > THRASH_SHARE and self.total >= self.config.admit_high * self.capacity:
+            self.gating = True
+        return self.gating
+
     def admitted(self, program_id: str) -> bool:
         return not self.admission or program_id in self.working
 
@@ -267,7 +300,8 @@ class ResidencyPolicy:
                 if self.total >= self.config.admit_low * self.capacity:
                     return False
                 self.gate_closed = False
-            if self.total and self.total + blocks > self.config.admit_high * self.capacity:
+            if self.total and self.total + blocks > self.config.admit_high * self.capacity \
+                    and self.thrashing():
                 self.gate_closed = True
                 return False
         self.working[program_id] = blocks
@@ -284,7 +318,7 @@ class ResidencyPolicy:
         """Pause resident programs at a tool boundary, lowest hold value first, while the working sets
         exceed `admit_high` (module docstring); returns their holds, released."""
         high = self.config.admit_high * self.capacity
-        if not self.admission or self.total <= high:
+        if not self.admission or self.total <= high or not self.thrashing():
             return []
         idle = [pid for pid, n in self.inflight.items() if n == 0]
         value = {pid: 0.0 for pid in idle}
@@ -309,13 +343,14 @@ class ResidencyPolicy:
             return
         self.working[program_id] = blocks
         self.total += blocks - old
-        if self.total >= self.config.admit_high * self.capacity:
+        if self.total >= self.config.admit_high * self.capacity and self.thrashing():
             self.gate_closed = True
 
     def end(self, program_id: str) -> list[Hold]:
         """The program ended: it leaves the admitted set; its holds, released, are returned."""
         self.total -= self.working.pop(program_id, 0)
         self.inflight.pop(program_id, None)
+        self.holdable.discard(program_id)
         self.last_finish.pop(program_id, None)
         self.pauses.pop(program_id, None)
         return self._drop_holds(program_id)

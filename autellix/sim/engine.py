@@ -356,7 +356,7 @@ class Engine:
             return
         hit, copied = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
         if self.holding is not None:
-            self.holding.admitted(sc)
+            self.holding.admitted(sc, hit)
         if copied:
             self._swap_in += copied
             self.stats.offload_in_blocks += copied

@@ -76,9 +76,12 @@ class EngineHolding:
         for hold in self.policy.rebalance(now):
             self._unhold(hold)
 
-    def admitted(self, sc: SimCall) -> None:
-        """`sc` was admitted and has pinned its chain: the hold on its prefix call's history ends."""
+    def admitted(self, sc: SimCall, hit: int) -> None:
+        """`sc` was admitted with `hit` prompt tokens cached and has pinned its chain: the hold on its
+        prefix call's history ends; what it missed of that history feeds the thrash signal."""
         self.policy.grow(sc.call.program_id, self.res.blocks(sc.prompt))
+        if sc.generated == 0 and sc.preemptions == 0:
+            self.policy.observe(sc.call.program_id, self.res.base(sc) * self.res.block, hit)
         p = sc.run.spec.calls[sc.index].prefix_call
         if p is not None:
             hold = self.policy.take(sc.run.sims[p])

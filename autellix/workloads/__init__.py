@@ -23,13 +23,15 @@ __all__ = ["WORKLOADS", "CallSpec", "ProgramSpec", "generate", "parse_counts", "
 _GENERATORS: dict[str, Callable[[int, float, int], list[ProgramSpec]]] = {
     "chat": chat.generate,
     "mooncake": mooncake.generate,
+    "mooncake-trace": mooncake.generate_trace,
     "react": react.generate,
     "tree": tree_search.generate,
     "coding": coding.generate,
     "mixed": mixed.generate,
 }
 WORKLOADS: frozenset[str] = frozenset(_GENERATORS)
-"""Registered workload names: chat, mooncake, react, tree, coding, mixed."""
+"""Registered workload names: chat, mooncake, mooncake-trace (the trace's own arrival times), react, tree,
+coding, mixed."""
 
 
 def generate(workload: str, n_programs: int, rate: float, seed: int = 0, scale: float = 1.0,

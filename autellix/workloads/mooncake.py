@@ -109,3 +109,9 @@ def generate(n_programs: int, rate: float, seed: int,
     else:
         raise ValueError(f"timing must be 'poisson' or 'trace', got {timing!r}")
     return [ProgramSpec(f"{KIND}-{p:06d}", KIND, arrivals[p], convs[c].calls) for p, c in enumerate(picks)]
+
+
+def generate_trace(n_programs: int, rate: float, seed: int) -> list[ProgramSpec]:
+    """The `mooncake-trace` workload: conversations at the trace's real start times, bursts included,
+    time-scaled so the mean arrival rate is `rate` (seed unused)."""
+    return generate(n_programs, rate, seed, timing="trace")
