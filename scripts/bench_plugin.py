@@ -77,7 +77,7 @@ class _Inner:
 def timed_steps(run: Runner, steps: int) -> tuple[list[float], list[float]]:
     """Per step: total seconds in schedule() + update_from_output(), and the part spent inside vLLM's
     own methods (so total - inner = the plugin's extra time, measured on one and the same state)."""
-    from vllm.v1.outputs import ModelRunnerOutput
+    from autellix.engine.compat import model_runner_output
 
     sched, totals, inners = run.sched, [], []
     with _Inner() as inner:
@@ -89,8 +89,7 @@ def timed_steps(run: Runner, steps: int) -> tuple[list[float], list[float]]:
             ids = list(out.num_scheduled_tokens)
             sampled = [[100] if sched.requests[r].num_computed_tokens >= sched.requests[r].num_tokens
                        else [] for r in ids]
-            mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={r: i for i, r in enumerate(ids)},
-                                    sampled_token_ids=sampled)
+            mro = model_runner_output(ids, sampled)
             t2 = time.perf_counter()
             sched.update_from_output(out, mro)
             t3 = time.perf_counter()

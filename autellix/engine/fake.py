@@ -23,11 +23,11 @@ from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
 from vllm.v1.core.sched.async_scheduler import AsyncScheduler
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
-from vllm.v1.outputs import ModelRunnerOutput
 from vllm.v1.request import Request
 from vllm.v1.structured_output import StructuredOutputManager
 
 from autellix.context import to_xargs
+from autellix.engine.compat import model_runner_output
 from autellix.engine.vllm import AutellixAsyncScheduler, AutellixScheduler
 
 BLOCK = 16
@@ -121,8 +121,7 @@ class Runner:
             r = self.sched.requests[rid]
             done_prefill = r.num_computed_tokens >= r.num_tokens
             sampled.append([FIRST_TOKEN + len(r.output_token_ids)] if done_prefill else [])
-        mro = ModelRunnerOutput(req_ids=ids, req_id_to_index={rid: i for i, rid in enumerate(ids)},
-                                sampled_token_ids=sampled)
+        mro = model_runner_output(ids, sampled)
         result = self.sched.update_from_output(out, mro)
         for outputs in result.values():
             for o in outputs.outputs:

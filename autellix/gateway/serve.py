@@ -64,6 +64,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
+    p.add_argument("--allow-untested-vllm", action="store_true",
+                   help="start local engines even if the installed vLLM is not a tested release")
     p.set_defaults(func=cmd_serve, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
 
 
@@ -123,9 +125,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: list[str]) -> Supervisor:
+    from autellix.engine.launch import check_vllm_version
     from autellix.gateway.supervisor import Supervisor
     from autellix.model import cache_root, resolve_model
 
+    check_vllm_version(args.allow_untested_vllm)
     model = resolve_model(args.model)
     log_dir = args.log_dir or cache_root() / "logs" / f"serve-{args.port}"
     kwargs = {"max_num_seqs": args.max_num_seqs, "eager": args.eager, "extra": extra}

