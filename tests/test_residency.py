@@ -77,7 +77,7 @@ def test_hard_holds_never_give_way_and_follow_the_ttl_quantile():
     hold = r.finished("p", "last", 90, 9000, now=200.0)
     assert hold.deadline == pytest.approx(201.0)  # 90th percentile of 0.1..1.0 s
     assert r.by_value(200.0) == [] and r.over_cap(90, 200.0) == []
-    assert r.admitted("anyone")
+    assert r.gate is None  # Continuum admits every program
 
 
 def fail_holds(r: ResidencyPolicy, pid: str = "t", n: int = 60) -> None:
@@ -85,48 +85,50 @@ def fail_holds(r: ResidencyPolicy, pid: str = "t", n: int = 60) -> None:
     for i in range(n):
         r.finished(pid, f"{pid}{i}", 1, 100, now=float(i))
         r.take(f"{pid}{i}")
-        r.observe(pid, 100, 0)
+        r.gate.observe(pid, 100, 0)
 
 
-def test_the_gate_closes_only_while_holds_fail_and_has_hysteresis():
+def test_the_gate_comes_into_force_only_while_holds_fail_and_has_hysteresis():
     r = ResidencyPolicy(CONFIG, 100)  # high 90, low 80
-    assert r.admit("a", 50) and r.admit("b", 30)
-    assert r.admit("c", 20)  # 100 > 90, but holds work: no gate (chat-like programs need none)
-    r.observe("c", 100, 0)  # c's call missed its history, but c was never worth a hold: no signal
-    assert r.missed == 0
+    gate = r.gate
+    assert gate.admit("a", 50) and gate.admit("b", 30)
+    assert gate.admit("c", 20)  # 100 > 90, but holds work: no gate (chat-like programs need none)
+    gate.observe("c", 100, 0)  # c's call missed its history, but c was never worth a hold: no signal
+    assert gate.missed == 0
     fail_holds(r, "b")
-    assert r.missed > 0.9 and not r.admit("d", 5)  # working sets past 90 and holds failing
-    assert r.admitted("a") and not r.admitted("d")
-    r.end("c")  # 80: not below the low-water mark yet
-    assert not r.admit("d", 5)
-    r.grow("b", 25)  # 75: below 80, the gate opens
-    assert r.admit("d", 10) and r.total == 85
+    assert gate.missed > 0.9 and not gate.admit("d", 5)  # working sets past 90 and holds failing
+    assert gate.admitted("a") and not gate.admitted("d")
+    gate.end("c")  # 80: not below the low-water mark yet
+    assert not gate.admit("d", 5)
+    gate.grow("b", 25)  # 75: below 80, the gate opens
+    assert gate.admit("d", 10) and gate.total == 85
     r.end("a")
-    assert r.total == 35 and not r.admitted("a")
+    assert gate.total == 35 and not gate.admitted("a")
 
 
 def test_an_idle_engine_lets_the_first_waiting_program_in():
     r = ResidencyPolicy(CONFIG, 100)
-    assert r.admit("a", 95)
+    assert r.gate.admit("a", 95)
     fail_holds(r, "a")
-    assert not r.admit("b", 10) and r.admit("b", 10, idle=True)
+    assert not r.gate.admit("b", 10) and r.gate.admit("b", 10, idle=True)
 
 
-def test_over_high_water_programs_at_a_tool_boundary_are_paused_lowest_value_first():
+def test_past_high_water_programs_at_a_tool_boundary_are_paused_lowest_value_first():
     r = ResidencyPolicy(CONFIG, 100)
+    gate = r.gate
     for pid in ("busy", "x", "y"):
-        assert r.admit(pid, 25)
+        assert gate.admit(pid, 25)
     fail_holds(r, "busy")
-    r.started("busy")  # a call in flight: never paused
+    gate.started("busy")  # a call in flight: never paused
     r.finished("x", "kx", 25, 3200, now=100.0)  # x back soon: a valuable hold
-    r.grow("busy", 40)
-    assert r.rebalance(now=100.5) == []  # 25 + 40 + 25 = 90: fits
-    r.grow("y", 35)  # 100 > 90; y has no hold: value 0, paused first
-    assert r.rebalance(now=100.5) == [] and not r.admitted("y") and r.admitted("x")
-    assert r.total == 65 and r.counters.programs_paused == 1
-    r.grow("busy", 70)  # 95 > 90: x is the only one at a tool boundary; its hold goes with it
-    assert [h.key for h in r.rebalance(now=100.6)] == ["kx"] and not r.admitted("x")
-    assert r.rebalance(now=100.7) == [] and r.admitted("busy")  # 70: fits
+    gate.grow("busy", 40)
+    assert r.pause(now=100.5) == []  # 25 + 40 + 25 = 90: fits
+    gate.grow("y", 35)  # 100 > 90; y has no hold: value 0, paused first
+    assert r.pause(now=100.5) == [] and not gate.admitted("y") and gate.admitted("x")
+    assert gate.total == 65 and r.counters.programs_paused == 1
+    gate.grow("busy", 70)  # 95 > 90: x is the only one at a tool boundary; its hold goes with it
+    assert [h.key for h in r.pause(now=100.6)] == ["kx"] and not gate.admitted("x")
+    assert r.pause(now=100.7) == [] and gate.admitted("busy")  # 70: fits
 
 
 def test_residency_settings_are_validated_and_parsed():

@@ -1,7 +1,7 @@
 """EngineHolding: one simulated engine carrying out the policy core's residency decisions.
 
-policy/residency.py decides (which history to hold and for how long, which hold gives way first, which
-program is admitted); this class applies those decisions to the engine's KVCache and queues, the way the
+policy/residency.py and policy/admission.py decide (which history to hold and for how long, which hold
+gives way first, which program is resident); this class applies those decisions to the engine's KVCache and queues, the way the
 vLLM plugin applies them to vLLM's block pool:
 - a finished call's history (`Residency.history`) is held with `KVCache.hold`; the hold ends with
   `KVCache.unhold` when the program's next call is admitted (it pins the blocks first, so nothing moves),
@@ -42,28 +42,30 @@ class EngineHolding:
 
     def receive(self, sc: SimCall) -> bool:
         """A call arrived; True when it may join the queues now, False when it waits at the gate."""
-        pid = sc.call.program_id
+        pid, gate = sc.call.program_id, self.policy.gate
         self.policy.arrive(pid, sc.issued)
-        if pid in self.gated or not self.policy.admitted(pid):
+        if gate is None:
+            return True
+        if pid in self.gated or not gate.admitted(pid):
             if pid not in self.gated:
                 self.policy.counters.programs_gated += 1
             self.gated.setdefault(pid, []).append(sc)
             return False
-        self.policy.started(pid)
+        gate.started(pid)
         return True
 
     def admit_gated(self, idle: bool) -> list[SimCall]:
         """Calls of gated programs the gate lets in now, first come first served (`idle`: the engine
         has nothing to run, so the first is let in whatever the working sets say)."""
         out: list[SimCall] = []
-        gated, policy = self.gated, self.policy
+        gated, gate = self.gated, self.policy.gate
         while gated:
             pid, calls = next(iter(gated.items()))
-            if not policy.admit(pid, self.res.blocks(max(sc.prompt for sc in calls)), idle and not out):
+            if not gate.admit(pid, self.res.blocks(max(sc.prompt for sc in calls)), idle and not out):
                 break
             del gated[pid]
             for _ in calls:
-                policy.started(pid)
+                gate.started(pid)
             out.extend(calls)
         return out
 
@@ -73,15 +75,17 @@ class EngineHolding:
         """Expired holds go; programs over the working-set limit at a tool boundary are paused."""
         for hold in self.policy.expired(now):
             self._unhold(hold)
-        for hold in self.policy.rebalance(now):
+        for hold in self.policy.pause(now):
             self._unhold(hold)
 
     def admitted(self, sc: SimCall, hit: int) -> None:
         """`sc` was admitted with `hit` prompt tokens cached and has pinned its chain: the hold on its
         prefix call's history ends; what it missed of that history feeds the thrash signal."""
-        self.policy.grow(sc.call.program_id, self.res.blocks(sc.prompt))
-        if sc.generated == 0 and sc.preemptions == 0:
-            self.policy.observe(sc.call.program_id, self.res.base(sc) * self.res.block, hit)
+        gate = self.policy.gate
+        if gate is not None:
+            gate.grow(sc.call.program_id, self.res.blocks(sc.prompt))
+            if sc.generated == 0 and sc.preemptions == 0:
+                gate.observe(sc.call.program_id, self.res.base(sc) * self.res.block, hit)
         p = sc.run.spec.calls[sc.index].prefix_call
         if p is not None:
             hold = self.policy.take(sc.run.sims[p])
@@ -92,7 +96,8 @@ class EngineHolding:
         """`sc` finished and released its blocks: hold its history if the policy says so."""
         policy, kv = self.policy, self.kv
         pid = sc.call.program_id
-        policy.grow(pid, self.res.blocks(sc.prompt + sc.output))
+        if policy.gate is not None:
+            policy.gate.grow(pid, self.res.blocks(sc.prompt + sc.output))
         if not kv.caching:
             return
         chain = self.res.history(sc)

@@ -1,0 +1,161 @@
+"""ProgramGate: which programs are resident on one engine (admission and pausing), the other half of KV
+residency (holds are residency.py's). Pure Python; engines apply its answers (sim/holding.py).
+
+Programs are admitted (made *resident*) per engine. A resident program's working set is its latest
+context, in blocks. Calls of resident programs are never held back.
+- The gate is *in force* only while holds fail: the working sets exceed `admit_high` of the cache and
+  more than THRASH_SHARE of the history that returning programs worth a hold (back within `hold_max_s`)
+  expected to find cached was missing (a running mean over their calls, `observe`). It stays in force
+  until the working sets fall below `admit_low`. Working sets past the cache alone are not enough:
+  without tool pauses (chat's back-to-back turns, or users thinking longer than `hold_max_s`) PLAS
+  already keeps the young, small programs running and lets the old ones wait, which packs the cache
+  better than a FIFO gate (measured in docs/simulator.md, "KV residency").
+- While in force, a new program is admitted only if the working sets stay under `admit_high` (and, once
+  refused, only after they fall below `admit_low`: hysteresis), first come first served. FCFS bounds every
+  program's wait at the gate by the programs ahead of it; ordered by level, the steady stream of new,
+  level-0 programs of a saturated fleet would starve paused ones.
+- Working sets grow after admission (an agent's history grows every turn), so admission alone
+  overshoots: while in force and past `admit_high`, resident programs at a tool boundary (no call in
+  flight here) are *paused*, lowest hold value first (the program expected back last; one without a hold
+  first of all), until the working sets fit: the paused program loses its residency (and its holds) and
+  its next call waits at the gate like a new program's. ThunderAgent's insight, with Autellix's own pause
+  predictions choosing whom.
+- An engine with nothing to run admits the first waiting program whatever the working sets say.
+- A program leaves when it ends (the gateway says so: DELETE, SDK exit, table TTL; in the simulator, its
+  last call).
+
+Invariants: `working` holds exactly the resident programs and `inflight` has the same keys; `total` is
+the sum of `working`'s values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from autellix.policy.config import PolicyConfig
+
+THRASH_SHARE = 0.1
+"""The gate comes into force once more than this share of the expected history was missing."""
+MISS_WEIGHT = 0.05
+"""Weight of each call in the running mean of the missed share (about the last 20 calls)."""
+
+
+@dataclass(slots=True)
+class ResidencyCounters:
+    """Whole-run counts of residency decisions (reported by engines, never read by a decision)."""
+
+    holds_granted: int = 0
+    holds_expired: int = 0
+    holds_released_pressure: int = 0
+    holds_released_cap: int = 0
+    programs_gated: int = 0
+    programs_paused: int = 0
+
+
+class ProgramGate:
+    def __init__(self, config: PolicyConfig, capacity: int, counters: ResidencyCounters) -> None:
+        self.high = config.admit_high * capacity
+        self.low = config.admit_low * capacity
+        self.counters = counters
+        self.working: dict[str, int] = {}
+        self.total = 0
+        self.inflight: dict[str, int] = {}
+        """Resident program -> its calls admitted here and not finished (0: at a tool boundary)."""
+        self.closed = False
+        self.in_force = False
+        self.missed = 0.0
+        """Running mean of the share of expected history that returning holdable programs missed."""
+        self.holdable: set[str] = set()
+        """Programs whose last call ended with a hold (their next call's cache hit is the signal)."""
+
+    # -- the thrash signal -----------------------------------------------------------------------------
+
+    def note_holdable(self, program_id: str) -> None:
+        """The program's last call ended with a hold: its next call's hit feeds the signal."""
+        self.holdable.add(program_id)
+
+    def observe(self, program_id: str, expected_tokens: int, hit_tokens: int) -> None:
+        """A call of the program was admitted: it expected `expected_tokens` of its history cached and
+        found `hit_tokens`. Counts when the program was worth a hold."""
+        if program_id in self.holdable and expected_tokens > 0:
+            self.holdable.discard(program_id)
+            share = max(expected_tokens - hit_tokens, 0) / expected_tokens
+            self.missed += MISS_WEIGHT * (share - self.missed)
+
+    def thrashing(self) -> bool:
+        """Whether the gate is in force (module docstring): a latch, on while holds fail past
+        `admit_high`, off once the working sets fall below `admit_low`."""
+        if self.in_force:
+            if self.total < self.low:
+                self.in_force = False
+        elif self.missed > THRASH_SHARE and self.total >= self.high:
+            self.in_force = True
+        return self.in_force
+
+    # -- admission -------------------------------------------------------------------------------------
+
+    def admitted(self, program_id: str) -> bool:
+        return program_id in self.working
+
+    def admit(self, program_id: str, blocks: int, idle: bool = False) -> bool:
+        """Whether a program's call here may join the queues; admits the program if so. `idle`: the
+        engine has nothing to run, so holding the program back would only waste it (and across engines
+        could deadlock: two programs each resident where the other's next call waits)."""
+        if program_id in self.working:
+            return True
+        if not idle:
+            if self.closed:
+                if self.total >= self.low:
+                    return False
+                self.closed = False
+            if self.total and self.total + blocks > self.high and self.thrashing():
+                self.closed = True
+                return False
+        self.working[program_id] = blocks
+        self.total += blocks
+        self.inflight[program_id] = 0
+        return True
+
+    def started(self, program_id: str) -> None:
+        """A call of a resident program joined the queues."""
+        if program_id in self.inflight:
+            self.inflight[program_id] += 1
+
+    def finished(self, program_id: str) -> None:
+        """A call of the program finished here."""
+        n = self.inflight.get(program_id)
+        if n:
+            self.inflight[program_id] = n - 1
+
+    def grow(self, program_id: str, blocks: int) -> None:
+        """A resident program's working set is now `blocks` (its latest context)."""
+        old = self.working.get(program_id)
+        if old is None:
+            return
+        self.working[program_id] = blocks
+        self.total += blocks - old
+        if self.total >= self.high and self.thrashing():
+            self.closed = True
+
+    def pause(self, value: Callable[[str], float]) -> list[str]:
+        """While in force and past `admit_high`: resident programs at a tool boundary, lowest `value`
+        first, lose residency until the working sets fit; returns them."""
+        if self.total <= self.high or not self.thrashing():
+            return []
+        paused = []
+        for pid in sorted((p for p, n in self.inflight.items() if n == 0), key=value):
+            if self.total <= self.high:
+                break
+            self.total -= self.working.pop(pid)
+            del self.inflight[pid]
+            paused.append(pid)
+        self.counters.programs_paused += len(paused)
+        self.closed = True
+        return paused
+
+    def end(self, program_id: str) -> None:
+        """The program ended: it is resident no more."""
+        self.total -= self.working.pop(program_id, 0)
+        self.inflight.pop(program_id, None)
+        self.holdable.discard(program_id)
