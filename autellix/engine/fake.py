@@ -79,15 +79,18 @@ def make_scheduler(policy: str | None = "plas", *, max_num_seqs: int = 2, num_bl
 
 
 def make_request(xargs: Any = None, *, prompt_tokens: int = 20, max_tokens: int = 8,
-                 request_id: str | None = None, arrival: float | None = None) -> Request:
+                 request_id: str | None = None, arrival: float | None = None,
+                 prompt: list[int] | None = None) -> Request:
+    """A request with a distinct prompt of `prompt_tokens` tokens, or exactly `prompt` (a later turn
+    that extends an earlier request's prompt + output shares its cached blocks)."""
     global _hasher
     if _hasher is None:
         init_none_hash(sha256)
         _hasher = get_request_block_hasher(BLOCK, sha256)
     n = next(_ids)
     sp = SamplingParams(max_tokens=max_tokens, ignore_eos=True, extra_args=xargs)
-    # Distinct prompts per request, so prefix caching never shares blocks by accident.
-    prompt = [(n * 7 + i) % 900 + 3 for i in range(prompt_tokens)]
+    if prompt is None:  # distinct prompts per request, so prefix caching never shares blocks by accident
+        prompt = [(n * 7 + i) % 900 + 3 for i in range(prompt_tokens)]
     return Request(request_id=request_id or f"r{n}", prompt_token_ids=prompt, sampling_params=sp,
                    pooling_params=None, block_hasher=_hasher, arrival_time=arrival)
 
@@ -108,6 +111,8 @@ class Runner:
     finished: list[str] = field(default_factory=list)
     scheduled: list[list[str]] = field(default_factory=list)
     """Request ids given tokens in each step, in batch order."""
+    hits: dict[str, int] = field(default_factory=dict)
+    """Request id -> prompt tokens its first scheduling found in the prefix cache."""
 
     def add(self, *requests: Request) -> None:
         for r in requests:
@@ -115,6 +120,8 @@ class Runner:
 
     def step(self) -> list[str]:
         out = self.sched.schedule()
+        for new in out.scheduled_new_reqs:
+            self.hits.setdefault(new.req_id, new.num_computed_tokens)
         ids = list(out.num_scheduled_tokens)
         sampled = []
         for rid in ids:

@@ -16,7 +16,9 @@ Hooks (see docs/vllm-notes.md):
                      prompt tokens; prefix-cache hits and recompute after preemption are free), which may
                      demote the call; vLLM's own memory-pressure preemption then also follows our levels.
 - `_preempt_request` / `_free_request`  keep the policy's view in step (every preemption path and every
-                     finish or abort path of vLLM goes through these two).
+                     finish or abort path of vLLM goes through these two); a finished call of a live
+                     program may leave its history held (vllm_holds.py: KV residency, when `residency` is
+                     on for a program-aware policy with prefix caching).
 
 Configuration: `autellix.engine.config` (AUTELLIX_* variables or vLLM's `--additional-config`);
 AUTELLIX_TRACE=1 logs each call's arrive / run / preempt / leave (INFO, `vllm.autellix`).
@@ -39,8 +41,10 @@ from vllm.v1.request import Request, RequestStatus
 from autellix.context import MAX_ID, parse_context, short_repr
 from autellix.engine.compat import resumed_ids, sampled_index, waiting_queue_names
 from autellix.engine.config import resolve_config
+from autellix.engine.vllm_holds import PluginHolds
 from autellix.engine.vllm_queue import LevelQueue
-from autellix.policy import Policy, make_policy
+from autellix.policy import LevelPolicy, Policy, make_policy
+from autellix.policy.residency import ResidencyPolicy
 from autellix.programs import Call, CallState, ProcessTable
 
 logger = logging.getLogger("vllm.autellix")  # under vLLM's logger: same handler and format as the engine
@@ -66,7 +70,7 @@ class _EngineBudget:
 
     Estimates: a waiting call needs blocks for its whole sequence (no prefix-cache credit, so this errs
     towards preempting under KV pressure); a preempted running call frees the blocks of its computed
-    tokens. A call vLLM cannot schedule now (blocked on grammar or a KV transfer) costs nothing, and a
+    tokens; held blocks count as free (a hold gives way before any preemption for memory). A call vLLM cannot schedule now (blocked on grammar or a KV transfer) costs nothing, and a
     call larger than the whole cache is left to vLLM (preempting for it could never help)."""
 
     __slots__ = ("tracks", "seats", "used", "free", "capacity", "block_size")
@@ -122,6 +126,12 @@ class _AutellixMixin:
         for name in self._queues:
             assert not getattr(self, name), f"vLLM's {name} queue is not empty at start"
             setattr(self, name, LevelQueue(self._queue_place))
+        manager = self.kv_cache_manager
+        self.holds: PluginHolds | None = None
+        if config.residency and manager.enable_caching and isinstance(self.autellix, LevelPolicy) \
+                and self.autellix.program_aware:
+            self.holds = PluginHolds(ResidencyPolicy(config, manager.block_pool.num_gpu_blocks,
+                                                     admission=False), manager)
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
@@ -133,6 +143,8 @@ class _AutellixMixin:
             self._tracks[request.request_id] = self._by_call[call] = track
             self.autellix.add(call)
             request.priority = self.autellix.priority(call)
+            if self.holds is not None and not call.program.ephemeral:
+                self.holds.arrive(call.program.program_id)
             self.autellix_stats["calls"] += 1
             if self._trace:
                 logger.info("autellix trace: arrive %s program=%s level=%d", request.request_id,
@@ -163,6 +175,9 @@ class _AutellixMixin:
     def _free_request(self, request: Request, *args: Any, **kwargs: Any):
         track = self._tracks.pop(request.request_id, None)
         if track is not None:
+            program = track.call.program
+            if self.holds is not None and not program.ephemeral:  # before vLLM frees the blocks
+                self.holds.finished(request.request_id, program.program_id, request.num_tokens)
             del self._by_call[track.call]
             self.autellix.remove(track.call)
             self.table.finish_call(track.call, time.monotonic())
@@ -184,6 +199,8 @@ class _AutellixMixin:
     def schedule(self, *args: Any, **kwargs: Any):
         policy = self.autellix
         policy.tick(1)  # promotions re-sync through on_level_change
+        if self.holds is not None:
+            self.holds.expire()
         if self.waiting and self.running:
             self._preempt_for_better_calls()
         output = super().schedule(*args, **kwargs)
@@ -193,6 +210,8 @@ class _AutellixMixin:
             track = self._tracks.get(rid)
             if track is not None and track.call.waiting_since >= 0:
                 policy.on_run(track.call)
+                if self.holds is not None:
+                    self.holds.admitted(track.call.program.program_id)
                 if self._trace:
                     logger.info("autellix trace: run %s level=%d", rid, track.call.level)
         if policy.step % _EXPIRE_EVERY == 0:
@@ -206,7 +225,8 @@ class _AutellixMixin:
         pool = self.kv_cache_manager.block_pool
         budget = _EngineBudget(self._by_call,
                                seats=self.max_num_active_reqs - self.num_waiting_for_streaming_input,
-                               used=len(self.running), free=pool.get_num_free_blocks(),
+                               used=len(self.running),
+                               free=pool.get_num_free_blocks() + (self.holds.held if self.holds else 0),
                                capacity=pool.num_gpu_blocks - 1, block_size=self.block_size)
         victims = self.autellix.schedule(running, budget).preempted
         if not victims:
@@ -259,6 +279,12 @@ class _AutellixMixin:
         """A queued request's place among equal levels: the policy's FCFS order (`Policy.order`)."""
         track = self._tracks.get(request.request_id)
         return self.autellix.order(track.call) if track is not None else (float("inf"), 0)
+
+    def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
+        """vLLM resets only an idle cache: held blocks go back first."""
+        if self.holds is not None:
+            self.holds.release_all()
+        return super().reset_prefix_cache(*args, **kwargs)
 
     def autellix_call(self, request_id: str) -> Call | None:
         """The policy's Call for a live request (for tests and introspection)."""

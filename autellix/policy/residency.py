@@ -239,7 +239,7 @@ class ResidencyPolicy:
             value[hold.program_id] = max(value.get(hold.program_id, 0.0), hold.value(now))
         released: list[Hold] = []
         for pid in self.gate.pause(lambda pid: value.get(pid, 0.0)):
-            released += self._drop_holds(pid)
+            released += self.drop(pid)
         return released
 
     def end(self, program_id: str) -> list[Hold]:
@@ -248,9 +248,10 @@ class ResidencyPolicy:
             self.gate.end(program_id)
         self.last_finish.pop(program_id, None)
         self.pauses.pop(program_id, None)
-        return self._drop_holds(program_id)
+        return self.drop(program_id)
 
-    def _drop_holds(self, program_id: str) -> list[Hold]:
+    def drop(self, program_id: str) -> list[Hold]:
+        """Release every hold of the program (its next call was admitted, or it left); returns them."""
         holds = [self.holds[k] for k in self.by_program.get(program_id, ())]
         for hold in holds:
             self.release(hold)

@@ -1,0 +1,144 @@
+"""KV holds inside vLLM's real Scheduler (fake runner, no model): program-level residency in the plugin.
+
+A hold keeps a finished call's cached blocks referenced until the program's next call is admitted; it
+gives way to memory pressure before vLLM would refuse or preempt anything. Runs in the release matrix
+(scripts/vllm_matrix.sh), so every supported vLLM's block pool is exercised.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from autellix.engine.fake import BLOCK, Runner, ctx, make_request, make_scheduler  # noqa: E402
+
+# Holds last hold_slack x the expected pause (here 2 x 5 s): long enough that no test waits them out.
+HOLDS = {"hold_prior_s": 5.0, "hold_cap": 1.0}
+
+
+def run_call(run: Runner, program: str, rid: str, prompt_tokens: int = 160, prompt: list[int] | None = None,
+             max_tokens: int = 16) -> list[int]:
+    """Run one call to completion; return its prompt + output (what the program's next turn extends)."""
+    request = make_request(ctx(program), prompt_tokens=prompt_tokens, prompt=prompt, max_tokens=max_tokens,
+                           request_id=rid)
+    run.add(request)
+    run.run()
+    return list(request.prompt_token_ids) + list(request.output_token_ids)
+
+
+def fillers(run: Runner, n: int, tokens: int = 200) -> None:
+    for k in range(n):
+        run_call(run, f"filler-{k}", f"f{k}", prompt_tokens=tokens, max_tokens=4)
+
+
+def cached(history: list[int]) -> int:
+    """Tokens of `history` in full blocks whose KV was computed (its last token never is)."""
+    return (len(history) - 1) // BLOCK * BLOCK
+
+
+def check_refs(sched) -> None:
+    """Every block's reference count is exactly its live requests' plus the holds' references."""
+    manager, pool = sched.kv_cache_manager, sched.kv_cache_manager.block_pool
+    want: Counter = Counter()
+    for rid in sched.requests:
+        for group in manager.get_blocks(rid).blocks:
+            want.update(id(b) for b in group if not b.is_null)
+    if sched.holds is not None:
+        for blocks in sched.holds.blocks.values():
+            want.update(id(b) for b in blocks)
+    for block in pool.blocks:
+        if not block.is_null:
+            assert block.ref_cnt == want[id(block)], (block.block_id, block.ref_cnt, want[id(block)])
+
+
+def test_a_held_history_survives_fillers_that_evict_it_without_holds():
+    hit = {}
+    for residency in (True, False):
+        sched = make_scheduler("autellix", num_blocks=40, residency=residency, **HOLDS)
+        run = Runner(sched)
+        history = run_call(run, "agent", "a1")
+        fillers(run, 6)  # 6 x 12 cached blocks through a 39-block pool
+        run_call(run, "agent", "a2", prompt=history + list(range(500, 520)))
+        hit[residency] = run.hits["a2"]
+        check_refs(sched)
+    assert hit[True] == cached(history) == 160
+    assert hit[False] == 0
+
+
+def test_memory_pressure_releases_holds_before_any_preemption(monkeypatch):
+    sched = make_scheduler("autellix", num_blocks=32, max_num_seqs=2, **HOLDS)
+    preempted = []
+    preempt = sched._preempt_request
+    monkeypatch.setattr(sched, "_preempt_request", lambda r, *a, **k: (preempted.append(r.request_id),
+                                                                      preempt(r, *a, **k)))
+    run = Runner(sched)
+    run_call(run, "agent", "a1")
+    assert sched.holds.held == 10 and sched.kv_cache_manager.block_pool.get_num_free_blocks() == 21
+    run_call(run, "big", "b1", prompt_tokens=400, max_tokens=8)  # needs 26 blocks: only 21 are free
+    assert preempted == [] and "a1" not in sched.holds.blocks  # a1's hold gave way, nothing was preempted
+    assert sched.holds.policy.counters.holds_released_pressure == 1
+    check_refs(sched)
+
+
+def test_a_released_holds_blocks_are_still_found_by_a_later_prefix_lookup():
+    sched = make_scheduler("autellix", num_blocks=64, **HOLDS)
+    run = Runner(sched)
+    history = run_call(run, "agent", "a1")
+    sched.holds.release_all()
+    pool = sched.kv_cache_manager.block_pool
+    assert sched.holds.held == 0 and pool.get_num_free_blocks() == pool.num_gpu_blocks - 1
+    run_call(run, "agent", "a2", prompt=history + [7] * 20)
+    assert run.hits["a2"] == cached(history)
+
+
+def test_holds_follow_the_knobs_and_give_way_to_a_prefix_cache_reset():
+    sched = make_scheduler("autellix", num_blocks=64, **HOLDS)
+    run = Runner(sched)
+    run_call(run, "agent", "a1")
+    assert sched.holds.held == 10
+    assert sched.reset_prefix_cache() and sched.holds.held == 0
+    for settings in ({"residency": False}, {"hold_cap": 0.0}):
+        sched = make_scheduler("autellix", num_blocks=64, **{**HOLDS, **settings})
+        run = Runner(sched)
+        run_call(run, "agent", "a1")
+        assert sched.holds is None or sched.holds.held == 0
+    assert make_scheduler("fcfs", num_blocks=64).holds is None  # stock order: no residency
+
+
+def test_random_calls_and_program_ends_leave_no_stray_reference():
+    rng = random.Random(7)
+    sched = make_scheduler("autellix", num_blocks=120, max_num_seqs=4, **HOLDS)
+    run = Runner(sched)
+    history: dict[str, list[int]] = {}
+    live: dict[str, object] = {}
+    calls = 0
+    while calls < 1000 or sched.has_requests():
+        if calls < 1000 and len(live) < 6:
+            program = f"p{rng.randrange(20)}"
+            if program not in {getattr(r, "_program", None) for r in live.values()}:
+                prefix = history.get(program, []) if rng.random() < 0.8 else []
+                new = [rng.randrange(3, 900) for _ in range(rng.randint(4, 120))]
+                prompt = (prefix + new)[-400:]
+                request = make_request(ctx(program), prompt=prompt, max_tokens=rng.randint(1, 12),
+                                       request_id=f"c{calls}")
+                request._program = program
+                run.add(request)
+                live[request.request_id] = request
+                calls += 1
+        run.step()
+        for rid in [rid for rid, r in live.items() if r.is_finished()]:
+            r = live.pop(rid)
+            history[r._program] = list(r.prompt_token_ids) + list(r.output_token_ids)
+            if rng.random() < 0.1:
+                sched.holds.end(r._program)  # the program ended: its holds go at once
+        check_refs(sched)
+    counters = sched.holds.policy.counters
+    assert counters.holds_granted > 500 and counters.holds_released_pressure > 0
+    sched.holds.release_all()
+    pool = sched.kv_cache_manager.block_pool
+    assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)
+    assert pool.get_num_free_blocks() == pool.num_gpu_blocks - 1
