@@ -3,6 +3,8 @@
 A request body's `vllm_xargs` reaches vLLM's scheduler as `sampling_params.extra_args`. Autellix puts
 four fields there: `autellix_program` (program id), `autellix_thread`, and `autellix_service` /
 `autellix_wait` (a gateway's snapshots of the program's service and wait when the call arrived).
+A fifth, `autellix_end` (true), marks a *program-end notice*: the engine releases the program's KV
+holds at once and runs the request itself (one token) as an anonymous call (`end_notice`).
 The gateway and the benchmark write them with `to_xargs`; the engine plugin reads them with
 `parse_context`. Pure Python: no vLLM import.
 """
@@ -15,9 +17,9 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT = (
-    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait")
-_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT))
+XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END = (
+    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait", "autellix_end")
+_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END))
 MAX_ID = 256  # longest program or thread id accepted
 
 
@@ -29,6 +31,8 @@ class ProgramContext:
     thread: str = "0"
     service: float | None = None
     wait: float | None = None
+    end: bool = False
+    """A program-end notice: the program has ended (its holds go); the request itself is not its call."""
 
 
 def to_xargs(program: str, thread: str = "0", service: float | None = None,
@@ -40,6 +44,12 @@ def to_xargs(program: str, thread: str = "0", service: float | None = None,
     if wait is not None:
         xargs[XARG_WAIT] = wait
     return xargs
+
+
+def end_notice(program: str) -> dict[str, Any]:
+    """The body of a program-end notice for one engine: the cheapest completion that carries the
+    program's id and `autellix_end` (a client talking straight to an engine can send it too)."""
+    return {"prompt": " ", "max_tokens": 1, "vllm_xargs": {XARG_PROGRAM: program, XARG_END: 1}}
 
 
 def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]]]:
@@ -64,6 +74,7 @@ def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]
             thread=_ident(XARG_THREAD, extra_args.get(XARG_THREAD, "0")),
             service=_amount(XARG_SERVICE, extra_args.get(XARG_SERVICE)),
             wait=_amount(XARG_WAIT, extra_args.get(XARG_WAIT)),
+            end=extra_args.get(XARG_END) in (1, True, "1", "true"),
         )
     except ValueError as exc:
         field = str(exc).partition(": ")[0]

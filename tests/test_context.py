@@ -49,3 +49,12 @@ def test_configuration_path():
                 {"autellix": "plas"}, {"autellix": {"trace": "maybe"}}):
         with pytest.raises(ConfigError):
             resolve_config(bad, {})
+
+
+def test_program_end_notice_round_trips():
+    from autellix.context import end_notice, parse_context
+
+    body = end_notice("agent-7")
+    ctx, problems = parse_context(body["vllm_xargs"])
+    assert ctx.program == "agent-7" and ctx.end and problems == [] and body["max_tokens"] == 1
+    assert not parse_context({"autellix_program": "p"})[0].end

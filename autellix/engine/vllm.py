@@ -156,6 +156,12 @@ class _AutellixMixin:
         ctx, problems = parse_context(sp.extra_args if sp is not None else None)
         for kind, message in problems:
             self._problem(kind, message, request)
+        if ctx.end:  # a program-end notice: release the program's holds; the notice runs anonymous
+            if self.holds is not None:
+                self.holds.end(ctx.program)
+            if self._trace:
+                logger.info("autellix trace: end program=%s", short_repr(ctx.program))
+            return self.table.new_call(None, None, "0", request.num_prompt_tokens, time.monotonic())
         rid = request.request_id
         call_id = rid if isinstance(rid, str) and 0 < len(rid) <= MAX_ID else None
         now = time.monotonic()

@@ -51,8 +51,22 @@ class Gateway:
                                config.health_timeout, config.metrics_interval)
         self.sessions = Sessions(config.policy)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
-        self.sessions.on_end = self.metrics.program_ended
+        self.sessions.on_end = self._program_ended
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, config.chars_per_token)
+        self._notices: set[asyncio.Task] = set()
+
+    def _program_ended(self, program: Program, how: str) -> None:
+        """A program left the table (DELETE, the SDK's exit, TTL): count it, and tell the engines so
+        they release its KV (docs/gateway.md, "Program end")."""
+        self.metrics.program_ended(program, how)
+        if how == "anonymous" or program.ephemeral:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self.pool.end_program(program.program_id))
+        except RuntimeError:  # no event loop (the table used outside the server): nothing to notify
+            return
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:

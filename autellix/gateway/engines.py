@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import aiohttp
 
 from autellix.balance import Balancer, EngineLoad, NoHealthyEngine, least_used
+from autellix.context import end_notice
 from autellix.programs import Program
 
 log = logging.getLogger("autellix.gateway")
@@ -44,6 +45,8 @@ class Engine:
         self.preemptions: float | None = None
         """vLLM's own preemption counter, scraped from the engine's /metrics; None if unknown."""
         self.last_error: str | None = None
+        self.model: str | None = None
+        """The engine's served model name, read from /v1/models when first needed."""
 
     def __repr__(self) -> str:
         return f"{self.name} ({self.url})"
@@ -159,6 +162,28 @@ class EnginePool:
             values = [float(m) for m in _PREEMPTIONS.findall(text)]
             if values:
                 engine.preemptions = sum(values)
+
+    async def end_program(self, program_id: str) -> int:
+        """Tell every healthy engine that the program ended (a program-end notice:
+        autellix.context.end_notice), so each releases the KV it holds for it at once. Best effort and
+        concurrent; returns how many engines accepted it."""
+        results = await asyncio.gather(*(self._notify_end(e, program_id) for e in self.engines
+                                         if e.load.healthy))
+        return sum(results)
+
+    async def _notify_end(self, engine: Engine, program_id: str) -> bool:
+        timeout = self._probe_timeout()
+        try:
+            if engine.model is None:
+                async with self.session.get(engine.url + "/v1/models", timeout=timeout) as resp:
+                    engine.model = str((await resp.json(content_type=None))["data"][0]["id"])
+            body = {"model": engine.model, **end_notice(program_id)}
+            async with self.session.post(engine.url + "/v1/completions", json=body, timeout=timeout) as resp:
+                await resp.read()
+                return resp.status == 200
+        except (TimeoutError, aiohttp.ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
+            log.debug("%r: program-end notice for %s failed: %s", engine, program_id, exc)
+            return False
 
     async def run_health_loop(self) -> None:
         """Probe every engine each `health_interval`; scrape metrics each `metrics_interval`."""

@@ -128,3 +128,35 @@ def test_models_and_other_routes_pass_through(harness: Harness) -> None:
 def test_health(harness: Harness) -> None:
     r = harness.client.get("/health")
     assert r.status_code == 200 and r.json()["healthy"] == 2
+
+
+def test_program_end_reaches_every_engine_within_a_second(make_harness: MakeHarness) -> None:
+    """DELETE (and the table TTL) send each healthy engine a program-end notice: a one-token completion
+    carrying autellix_end, which the plugin turns into releasing the program's KV holds."""
+    import time
+
+    from autellix.policy import PolicyConfig
+
+    h = make_harness(n=2, policy=PolicyConfig(table_ttl=0.3))
+    pid = h.client.post("/v1/programs").json()["id"]
+    assert h.client.post("/v1/chat/completions", json=chat(), headers={"X-Program-ID": pid}).status_code == 200
+
+    def notices(program: str) -> list[dict]:
+        return [r for f in h.fakes for r in f.requests if r.get("vllm_xargs", {}).get("autellix_end")
+                and r["vllm_xargs"]["autellix_program"] == program]
+
+    assert h.client.delete(f"/v1/programs/{pid}").status_code == 200
+    deadline = time.monotonic() + 1.0
+    while len(notices(pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    sent = notices(pid)
+    assert len(sent) == 2 and {r["max_tokens"] for r in sent} == {1} and all(r["model"] for r in sent)
+    idle = h.client.post("/v1/programs").json()["id"]  # never ends itself: the TTL does it
+    deadline = time.monotonic() + 5.0
+    while len(notices(idle)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(notices(idle)) == 2
+    before = len(h.requests())
+    h.client.post("/v1/chat/completions", json=chat())  # an anonymous call ends with no notice
+    time.sleep(0.3)
+    assert len(h.requests()) == before + 1

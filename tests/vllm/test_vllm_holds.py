@@ -142,3 +142,20 @@ def test_random_calls_and_program_ends_leave_no_stray_reference():
     pool = sched.kv_cache_manager.block_pool
     assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)
     assert pool.get_num_free_blocks() == pool.num_gpu_blocks - 1
+
+
+def test_a_program_end_notice_releases_the_programs_holds_and_holds_nothing_itself():
+    from autellix.context import end_notice
+
+    sched = make_scheduler("autellix", num_blocks=64, **HOLDS)
+    run = Runner(sched)
+    run_call(run, "agent", "a1")
+    run_call(run, "other", "o1")
+    assert set(sched.holds.blocks) == {"a1", "o1"}
+    notice = end_notice("agent")
+    run.add(make_request(notice["vllm_xargs"], prompt_tokens=1, max_tokens=notice["max_tokens"],
+                         request_id="end-agent"))
+    run.run()
+    assert set(sched.holds.blocks) == {"o1"}  # the agent's hold went at once; the notice took none
+    assert sched.autellix_stats["problems"] == 0
+    check_refs(sched)
