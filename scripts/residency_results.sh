@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # KV residency in the simulator (docs/simulator.md, "KV residency"): closed-loop coding fleets, the open
 # loop at a cache-bound scale, the Mooncake trace, the no-regression check, and the sticky balancer.
-# H200 preset, Llama-3.1-8B, seed 0. About 25 minutes on 2 cores. Results: docs/results/residency_*.json,
+# H200 preset, Llama-3.1-8B, seed 0. About 15 minutes on 2 cores. Results: docs/results/residency_*.json,
 # plots: docs/img/residency_*.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -35,12 +35,12 @@ from collections.abc import Collection
 
 from autellix.balance import EngineLoad
 from autellix.policy import LevelPolicy, Policy
+from autellix.policy.residency import ResidencyPolicy
 from autellix.programs import Call
 from autellix.sim.budget import EngineBudget
 from autellix.sim.charging import add_gang_siblings, charge_event_step
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel
-from autellix.policy.residency import ResidencyPolicy
 from autellix.sim.decode import DecodeSet
 from autellix.sim.driver import ProgramRun
 from autellix.sim.holding import EngineHolding
