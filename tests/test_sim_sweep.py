@@ -103,3 +103,34 @@ def test_missing_workload_or_rates(capsys):
     assert "--workload" in capsys.readouterr().err
     assert main(["sim", "--workload", "chat"]) == 2
     assert "--rates" in capsys.readouterr().err
+
+
+
+
+def test_closed_loop_fleet_writes_json_table_and_plot(tmp_path, capsys):
+    out, png = tmp_path / "f.json", tmp_path / "f.png"
+    assert main(["sim", "--workload", "coding", "--scale", "0.3", "--programs", "12", "--quiet",
+                 "--policy", "fcfs,autellix,thunderagent", "--concurrency", "2,6",
+                 "--baselines", "fcfs", "--json", str(out), "--plot", str(png)]) == 0
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert [(r["policy"], r["concurrency"]) for r in rows] == [
+        (p, c) for c in (2, 6) for p in ("fcfs", "autellix", "thunderagent")]  # interleaved per point
+    for r in rows:
+        assert r["programs_per_hour"] > 0 and r["programs_done"] > 0 and 0 <= r["prefix_hit_share"] <= 1
+        assert r["new_prompt_tokens"] <= r["prompt_tokens"]
+    assert data["config"]["concurrency"] == [2, 6] and data["config"]["working_set_fit"] > 0
+    assert {(c["system"], c["concurrency"]) for c in data["comparisons"]} == {
+        (p, c) for p in ("autellix", "thunderagent") for c in (2, 6)}
+    assert png.stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "programs_per_hour" in printed and "1x residency" in printed
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--concurrency", "0"], "counts >= 1"),
+    (["--concurrency", "4", "--rates", "1"], "not both"),
+])
+def test_bad_fleet_input_is_a_clear_error(extra, message, capsys):
+    assert main(["sim", "--workload", "coding", "--programs", "4", "--quiet", *extra]) == 2
+    assert message in capsys.readouterr().err
