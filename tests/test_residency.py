@@ -54,8 +54,8 @@ def test_expired_holds_are_released_and_deadlines_are_in_order():
     b = r.finished("b", "kb", 3, 300, now=1.0)  # deadline 3
     assert r.next_deadline() == 2.0
     assert r.expired(2.5) == [a] and not a.live and b.live
-    assert r.next_deadline() == 3.0 and r.held_blocks == 3
-    assert r.end("b") == [b] and r.next_deadline() is None and r.held_blocks == 0
+    assert r.next_deadline() == 3.0 and sum(h.blocks for h in r.holds.values()) == 3
+    assert r.end("b") == [b] and r.next_deadline() is None and not r.holds
     assert r.counters.holds_expired == 1
 
 

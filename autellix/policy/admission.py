@@ -138,10 +138,15 @@ class ProgramGate:
         if self.total >= self.high and self.thrashing():
             self.closed = True
 
+    def over(self) -> bool:
+        """Whether programs must be paused now: the gate is in force and the working sets pass
+        `admit_high`."""
+        return self.total > self.high and self.thrashing()
+
     def pause(self, value: Callable[[str], float]) -> list[str]:
-        """While in force and past `admit_high`: resident programs at a tool boundary, lowest `value`
-        first, lose residency until the working sets fit; returns them."""
-        if self.total <= self.high or not self.thrashing():
+        """While `over()`: resident programs at a tool boundary, lowest `value` first, lose residency
+        until the working sets fit; returns them."""
+        if not self.over():
             return []
         paused = []
         for pid in sorted((p for p, n in self.inflight.items() if n == 0), key=value):

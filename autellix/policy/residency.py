@@ -23,8 +23,8 @@ is admitted (which then owns the blocks), the hold's deadline passes, the progra
 Admission and pausing (which programs are resident at all) are the ProgramGate's (policy/admission.py);
 this class owns the gate and tells it which programs were worth a hold and how much each hold is worth.
 
-Invariants: every live hold is in `holds` under its key and in its program's set; `held_blocks` is the
-sum of live holds' blocks (an estimate for the cap: the engine's own count is exact).
+Invariant: every live hold is in `holds` under its key and in its program's set. Block counts are the
+engine's (it knows which blocks holds share): `over_cap` takes the engine's exact held count.
 """
 
 from __future__ import annotations
@@ -97,7 +97,6 @@ class ResidencyPolicy:
         self.gate = ProgramGate(config, capacity, self.counters) if admission else None
         self.holds: dict[Hashable, Hold] = {}
         self.by_program: dict[str, set[Hashable]] = {}
-        self.held_blocks = 0
         self._deadlines: list[tuple[float, int, Hold]] = []
         self._seq = itertools.count()
         self.pauses: dict[str, Pauses] = {}
@@ -159,7 +158,6 @@ class ResidencyPolicy:
         hold = Hold(program_id, key, blocks, tokens, now, now + pause, now + ttl)
         self.holds[key] = hold
         self.by_program.setdefault(program_id, set()).add(key)
-        self.held_blocks += blocks
         heapq.heappush(self._deadlines, (hold.deadline, next(self._seq), hold))
         self.counters.holds_granted += 1
         return hold
@@ -174,7 +172,6 @@ class ResidencyPolicy:
         keys.discard(hold.key)
         if not keys:
             del self.by_program[hold.program_id]
-        self.held_blocks -= hold.blocks
 
     def take(self, key: Hashable) -> Hold | None:
         """The history under `key` is used by an admitted call, which owns its blocks now: the hold ends."""
@@ -232,8 +229,8 @@ class ResidencyPolicy:
     def pause(self, now: float) -> list[Hold]:
         """Programs the gate pauses now (lowest hold value first: ProgramGate.pause); their holds,
         released, are returned for the engine to give back."""
-        if self.gate is None:
-            return []
+        if self.gate is None or not self.gate.over():
+            return []  # (the common case, on every engine step: no hold is valued)
         value: dict[str, float] = {}
         for hold in self.holds.values():
             value[hold.program_id] = max(value.get(hold.program_id, 0.0), hold.value(now))

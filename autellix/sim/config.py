@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 SWAP_MODES = ("batched", "per-block", "recompute")
 
 
-RESIDENCY_MODES = ("", "autellix", "continuum")
 PROGRAM_AWARE = ("plas", "atlas", "autellix")
 
 
