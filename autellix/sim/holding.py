@@ -1,8 +1,8 @@
 """EngineHolding: one simulated engine carrying out the policy core's residency decisions.
 
 policy/residency.py and policy/admission.py decide (which history to hold and for how long, which hold
-gives way first, which program is resident); this class applies those decisions to the engine's KVCache and queues, the way the
-vLLM plugin applies them to vLLM's block pool:
+gives way first, which program is resident); this class applies those decisions to the engine's KVCache
+and queues, the way the vLLM plugin applies them to vLLM's block pool:
 - a finished call's history (`Residency.history`) is held with `KVCache.hold`; the hold ends with
   `KVCache.unhold` when the program's next call is admitted (it pins the blocks first, so nothing moves),
   at the deadline, at program end, or when memory is short;
