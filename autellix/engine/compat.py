@@ -17,6 +17,7 @@ attribute (`InterfaceChanged`).
 from __future__ import annotations
 
 import importlib.metadata
+import inspect
 from typing import Any
 
 SUPPORTED: tuple[str, ...] = ("0.32", "0.33", "0.34")
@@ -79,3 +80,19 @@ def model_runner_output(req_ids: list[str], sampled_token_ids: list[list[int]]) 
     fields = getattr(ModelRunnerOutput, "__dataclass_fields__", {})
     extra = {"req_id_to_index": {rid: i for i, rid in enumerate(req_ids)}} if "req_id_to_index" in fields else {}
     return ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=sampled_token_ids, **extra)
+
+
+def free_blocks_evict_first(pool: Any, blocks: list[Any]) -> None:
+    """Drop one reference on each of `blocks`; those freed go to the front of the free queue (evicted
+    before any other cached block, hash kept until then). 0.34 has `free_blocks(evict_first=True)`;
+    before it, free as usual and move the freed ones from the queue's tail to its front."""
+    ordered = blocks[::-1]  # the tail of a history first, as vLLM frees a request's blocks
+    if "evict_first" in inspect.signature(pool.free_blocks).parameters:
+        pool.free_blocks(ordered, evict_first=True)
+        return
+    pool.free_blocks(ordered)
+    queue = pool.free_block_queue
+    freed = [b for b in ordered if b.ref_cnt == 0 and not b.is_null]
+    for block in freed:
+        queue.remove(block)
+    queue.prepend_n(freed)

@@ -18,7 +18,8 @@ Hooks (see docs/vllm-notes.md):
 - `_preempt_request` / `_free_request`  keep the policy's view in step (every preemption path and every
                      finish or abort path of vLLM goes through these two); a finished call of a live
                      program may leave its history held (vllm_holds.py: KV residency, when `residency` is
-                     on for a program-aware policy with prefix caching).
+                     on for a program-aware policy with prefix caching), and calls of programs the
+                     gate has not admitted wait parked in the waiting queue (vllm_holds.py too).
 
 Configuration: `autellix.engine.config` (AUTELLIX_* variables or vLLM's `--additional-config`);
 AUTELLIX_TRACE=1 logs each call's arrive / run / preempt / leave (INFO, `vllm.autellix`).
@@ -41,6 +42,7 @@ from vllm.v1.request import Request, RequestStatus
 from autellix.context import MAX_ID, parse_context, short_repr
 from autellix.engine.compat import resumed_ids, sampled_index, waiting_queue_names
 from autellix.engine.config import resolve_config
+from autellix.engine.vllm_budget import EngineBudget
 from autellix.engine.vllm_holds import PluginHolds
 from autellix.engine.vllm_queue import LevelQueue
 from autellix.policy import LevelPolicy, Policy, make_policy
@@ -50,7 +52,6 @@ from autellix.programs import Call, CallState, ProcessTable
 logger = logging.getLogger("vllm.autellix")  # under vLLM's logger: same handler and format as the engine
 
 _EXPIRE_EVERY = 1024  # steps between process-table TTL sweeps
-_SCHEDULABLE = (RequestStatus.WAITING, RequestStatus.PREEMPTED)
 
 
 # -- the scheduler ----------------------------------------------------------------------------------
@@ -63,43 +64,6 @@ class _Track:
     request: Request
     call: Call
     prefill_hw: int = 0
-
-
-class _EngineBudget:
-    """Seats (max_num_seqs) and free KV blocks, as the policy's `Budget` protocol sees them.
-
-    Estimates: a waiting call needs blocks for its whole sequence (no prefix-cache credit, so this errs
-    towards preempting under KV pressure); a preempted running call frees the blocks of its computed
-    tokens; held blocks count as free (a hold gives way before any preemption for memory). A call vLLM cannot schedule now (blocked on grammar or a KV transfer) costs nothing, and a
-    call larger than the whole cache is left to vLLM (preempting for it could never help)."""
-
-    __slots__ = ("tracks", "seats", "used", "free", "capacity", "block_size")
-
-    def __init__(self, tracks: dict[Call, _Track], seats: int, used: int, free: int, capacity: int,
-                 block_size: int) -> None:
-        self.tracks, self.seats, self.used = tracks, seats, used
-        self.free, self.capacity, self.block_size = free, capacity, block_size
-
-    def _need(self, call: Call) -> int:
-        request = self.tracks[call].request
-        if request.status not in _SCHEDULABLE:
-            return -1
-        need = -(-(request.num_tokens + 1) // self.block_size)
-        return -1 if need > self.capacity else need
-
-    def fits(self, call: Call) -> bool:
-        need = self._need(call)
-        return need < 0 or (self.used < self.seats and need <= self.free)
-
-    def reserve(self, call: Call) -> None:
-        need = self._need(call)
-        if need >= 0:
-            self.used += 1
-            self.free -= need
-
-    def release(self, call: Call) -> None:
-        self.used -= 1
-        self.free += -(-self.tracks[call].request.num_computed_tokens // self.block_size)
 
 
 class _AutellixMixin:
@@ -130,8 +94,8 @@ class _AutellixMixin:
         self.holds: PluginHolds | None = None
         if config.residency and manager.enable_caching and isinstance(self.autellix, LevelPolicy) \
                 and self.autellix.program_aware:
-            self.holds = PluginHolds(ResidencyPolicy(config, manager.block_pool.num_gpu_blocks,
-                                                     admission=False), manager)
+            self.holds = PluginHolds(ResidencyPolicy(config, manager.block_pool.num_gpu_blocks), manager,
+                                     self.block_size)
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
@@ -143,12 +107,14 @@ class _AutellixMixin:
             self._tracks[request.request_id] = self._by_call[call] = track
             self.autellix.add(call)
             request.priority = self.autellix.priority(call)
-            if self.holds is not None and not call.program.ephemeral:
-                self.holds.arrive(call.program.program_id)
             self.autellix_stats["calls"] += 1
             if self._trace:
                 logger.info("autellix trace: arrive %s program=%s level=%d", request.request_id,
                             short_repr(call.program.program_id), call.level)
+            super().add_request(request)
+            if self.holds is not None and not call.program.ephemeral:
+                self.holds.arrive(call.program.program_id, request, self.waiting)
+            return
         super().add_request(request)
 
     def _open_call(self, request: Request) -> Call:
@@ -183,6 +149,7 @@ class _AutellixMixin:
         if track is not None:
             program = track.call.program
             if self.holds is not None and not program.ephemeral:  # before vLLM frees the blocks
+                self.holds.unqueued(program.program_id, request)
                 self.holds.finished(request.request_id, program.program_id, request.num_tokens)
             del self._by_call[track.call]
             self.autellix.remove(track.call)
@@ -205,23 +172,28 @@ class _AutellixMixin:
     def schedule(self, *args: Any, **kwargs: Any):
         policy = self.autellix
         policy.tick(1)  # promotions re-sync through on_level_change
-        if self.holds is not None:
-            self.holds.expire()
+        holds = self.holds
+        if holds is not None:
+            holds.expire()
+            if holds.parked:
+                holds.admit_parked(self.waiting, idle=not self.running and not self.waiting)
         if self.waiting and self.running:
             self._preempt_for_better_calls()
         output = super().schedule(*args, **kwargs)
-        admitted = [r.req_id for r in output.scheduled_new_reqs]
-        admitted.extend(resumed_ids(output))
-        for rid in admitted:
+        admitted = [(r.req_id, r.num_computed_tokens) for r in output.scheduled_new_reqs]
+        admitted.extend((rid, None) for rid in resumed_ids(output))
+        for rid, hit in admitted:
             track = self._tracks.get(rid)
             if track is not None and track.call.waiting_since >= 0:
                 policy.on_run(track.call)
-                if self.holds is not None:
-                    self.holds.admitted(track.call.program.program_id)
+                if holds is not None and not track.call.program.ephemeral:
+                    holds.scheduled(track.call.program.program_id, track.request.num_prompt_tokens, hit)
                 if self._trace:
                     logger.info("autellix trace: run %s level=%d", rid, track.call.level)
         if policy.step % _EXPIRE_EVERY == 0:
-            self.table.expire(time.monotonic())
+            for program_id in self.table.expire(time.monotonic()):
+                if holds is not None:
+                    holds.end(program_id)
         return output
 
     def _preempt_for_better_calls(self) -> None:
@@ -229,11 +201,12 @@ class _AutellixMixin:
         tracks = self._tracks
         running = [t.call for r in self.running if (t := tracks.get(r.request_id)) is not None]
         pool = self.kv_cache_manager.block_pool
-        budget = _EngineBudget(self._by_call,
-                               seats=self.max_num_active_reqs - self.num_waiting_for_streaming_input,
-                               used=len(self.running),
-                               free=pool.get_num_free_blocks() + (self.holds.held if self.holds else 0),
-                               capacity=pool.num_gpu_blocks - 1, block_size=self.block_size)
+        budget = EngineBudget(self._by_call,
+                              seats=self.max_num_active_reqs - self.num_waiting_for_streaming_input,
+                              used=len(self.running),
+                              free=pool.get_num_free_blocks() + (self.holds.held if self.holds else 0),
+                              capacity=pool.num_gpu_blocks - 1, block_size=self.block_size,
+                              parked=self.waiting.is_parked)
         victims = self.autellix.schedule(running, budget).preempted
         if not victims:
             return

@@ -10,6 +10,11 @@ priority by invalidating the old entry and pushing a new one: O(log n).
 Lower priority first, then the smaller `place(request)`: by default its arrival time, as vLLM's priority
 policy; the plugin passes the policy's FCFS order inside a level (`Policy.order`). Implements vLLM 0.32's
 `RequestQueue` interface, which is all the scheduler uses of `self.waiting`.
+
+Parking (the program gate, vllm_holds.py): a parked request stays queued for vLLM's bookkeeping but out of
+its schedule loop. `len()` and `in` count it (vLLM's request counts keep the engine stepping and its
+metrics show it waiting; an abort removes it as any queued request); truth value, peek, pop and iteration
+see only the runnable ones (the schedule loop runs `while queue: queue.peek_request()`).
 """
 
 from __future__ import annotations
@@ -26,19 +31,23 @@ _REQUEST = 4  # index of the request in an entry; None marks a stale entry
 
 
 class LevelQueue(RequestQueue):
-    """Invariant: `_live` maps each queued request to its one valid heap entry; the heap may also hold
-    stale entries (request slot None), dropped lazily at the top and compacted when they dominate."""
+    """Invariant: `_live` maps each runnable queued request to its one valid heap entry; the heap may
+    also hold stale entries (request slot None), dropped lazily at the top and compacted when they
+    dominate. `_parked` maps each parked request to its entry (not in the heap); no request is in both."""
 
     def __init__(self, place: Callable[[Request], Any] | None = None) -> None:
         """`place(request)`: the FCFS key among equal priorities, read once when a request is queued."""
         self._place = place or _arrival
         self._heap: list[list] = []
         self._live: dict[Request, list] = {}
+        self._parked: dict[Request, list] = {}
         self._seq = itertools.count()
 
     # -- RequestQueue -----------------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
+        if request in self._parked:  # never expected; it stays parked
+            return
         if request in self._live:  # never expected; keep one entry rather than a duplicate
             self.reprioritize(request, request.priority)
             return
@@ -70,6 +79,8 @@ class LevelQueue(RequestQueue):
             self.add_request(request)
 
     def remove_request(self, request: Request) -> None:
+        if self._parked.pop(request, None) is not None:
+            return
         entry = self._live.pop(request, None)
         if entry is None:
             raise ValueError(f"request {request.request_id} is not queued")
@@ -82,20 +93,22 @@ class LevelQueue(RequestQueue):
             entry = self._live.pop(request, None)
             if entry is not None:
                 entry[_REQUEST] = None
+            elif self._parked:
+                self._parked.pop(request, None)
         self._maybe_compact()
 
     def __bool__(self) -> bool:
         return bool(self._live)
 
     def __len__(self) -> int:
-        return len(self._live)
+        return len(self._live) + len(self._parked)
 
     def __iter__(self) -> Iterator[Request]:
         for entry in sorted(self._live.values()):
             yield entry[_REQUEST]
 
     def __contains__(self, request: object) -> bool:
-        return request in self._live
+        return request in self._live or request in self._parked
 
     # -- Autellix ---------------------------------------------------------------------------------
 
@@ -112,6 +125,27 @@ class LevelQueue(RequestQueue):
             heapq.heappush(self._heap, fresh)
             self._maybe_compact()
         return True
+
+    def park(self, request: Request) -> bool:
+        """Take a runnable request out of the schedule loop's view; False if it is not runnable here."""
+        entry = self._live.pop(request, None)
+        if entry is None:
+            return False
+        self._parked[request] = entry[:]
+        entry[_REQUEST] = None
+        self._maybe_compact()
+        return True
+
+    def unpark(self, request: Request) -> None:
+        """Make a parked request runnable again, at its FCFS place (at its current priority)."""
+        old = self._parked.pop(request, None)
+        if old is not None:  # a fresh uid: the stale entry it left in the heap still has the old one
+            entry = [request.priority, old[1], old[2], next(self._seq), request]
+            self._live[request] = entry
+            heapq.heappush(self._heap, entry)
+
+    def is_parked(self, request: Request) -> bool:
+        return request in self._parked
 
     def _drop_stale_top(self) -> None:
         heap = self._heap

@@ -55,6 +55,14 @@ def check_refs(sched) -> None:
             assert block.ref_cnt == want[id(block)], (block.block_id, block.ref_cnt, want[id(block)])
 
 
+def check_parked(sched) -> None:
+    """The gate's parked calls are exactly the queue's parked requests, of programs not resident."""
+    holds, queue = sched.holds, sched.waiting
+    parked = [r for requests in holds.parked.values() for r in requests]
+    assert all(queue.is_parked(r) for r in parked) and len(queue) - len(list(queue)) == len(parked)
+    assert not any(holds.gate.admitted(pid) for pid in holds.parked)
+
+
 def test_a_held_history_survives_fillers_that_evict_it_without_holds():
     hit = {}
     for residency in (True, False):
@@ -136,8 +144,10 @@ def test_random_calls_and_program_ends_leave_no_stray_reference():
             if rng.random() < 0.1:
                 sched.holds.end(r._program)  # the program ended: its holds go at once
         check_refs(sched)
+        check_parked(sched)
     counters = sched.holds.policy.counters
     assert counters.holds_granted > 500 and counters.holds_released_pressure > 0
+    assert counters.programs_gated > 0 and counters.programs_paused > 0 and not sched.holds.parked
     sched.holds.release_all()
     pool = sched.kv_cache_manager.block_pool
     assert all(b.ref_cnt == 0 for b in pool.blocks if not b.is_null)
