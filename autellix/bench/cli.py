@@ -30,16 +30,24 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register `bench` and `calibrate`."""
     b = subparsers.add_parser(
         "bench", help="replay agent workloads against OpenAI endpoints (real engines), same report as sim",
-        description="Replay a workload's programs (Poisson arrivals, real text, fixed output lengths, "
-                    "threads in parallel) against each target, rate by rate, and report latency and "
-                    "throughput at equal latency. See docs/bench.md.")
+        description="Replay a workload's programs (real text, fixed output lengths, threads in parallel) "
+                    "against each target, interleaved: open loop at Poisson arrival rates (--rates: "
+                    "latency and throughput at equal latency) or closed loop with N programs in flight "
+                    "(--concurrency: steady-state calls/min, programs/h, JCT, prefix-cache hits). "
+                    "See docs/bench.md.")
     b.add_argument("--workload", required=True, help="chat, react, tree, coding, mixed, mooncake")
     b.add_argument("--target", action="append", required=True, metavar="NAME=URL",
                    help="an OpenAI-compatible endpoint (repeat for several; NAME becomes the row's policy)")
-    b.add_argument("--rates", type=_floats, required=True, metavar="R1,R2,...", help="programs per second")
+    load = b.add_mutually_exclusive_group(required=True)
+    load.add_argument("--rates", type=_floats, metavar="R1,R2,...", help="open loop: programs per second")
+    load.add_argument("--concurrency", type=_ints, metavar="N1,N2,...",
+                      help="closed loop: programs in flight (the next starts when one ends)")
     b.add_argument("--programs", required=True, metavar="N|N1,N2,...",
-                   help="programs per rate point, or one count per rate (the first N of one draw, so every "
-                        "rate replays a prefix of the same programs)")
+                   help="open loop: programs per rate point, or one count per rate (the first N of one "
+                        "draw, so every rate replays a prefix of the same programs); closed loop: the "
+                        "completions each point runs until (the first 20%% are warm-up)")
+    b.add_argument("--repeats", type=int, default=2,
+                   help="closed loop: runs of each point, for the spread (default 2)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--scale", type=float, default=1.0, help="multiply every token count (default 1)")
     b.add_argument("--json", metavar="OUT", required=True, help="write results and per-call records here")
@@ -85,7 +93,11 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from autellix.bench.sweep import run_bench_command  # heavy imports only when used
+    if args.concurrency:
+        from autellix.bench.fleet import run_fleet_command  # heavy imports only when used
+
+        return run_fleet_command(args)
+    from autellix.bench.sweep import run_bench_command
 
     return run_bench_command(args)
 

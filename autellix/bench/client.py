@@ -33,6 +33,9 @@ class CallOutcome:
     text: str = ""
     completion_tokens: int = 0
     engine_prompt_tokens: int | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens the engine's prefix cache served (`usage.prompt_tokens_details.cached_tokens`; vLLM
+    reports it with `--enable-prompt-tokens-details`)."""
     chunk_times: list[float] = field(default_factory=list)
     error: str | None = None
 
@@ -88,6 +91,8 @@ async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str,
                 if usage:
                     out.completion_tokens = int(usage.get("completion_tokens") or 0)
                     out.engine_prompt_tokens = usage.get("prompt_tokens")
+                    details = usage.get("prompt_tokens_details") or {}
+                    out.cached_tokens = details.get("cached_tokens")
                 for choice in chunk.get("choices") or ():
                     if out.first_token is None:
                         out.first_token = now

@@ -1,7 +1,12 @@
-"""Replay agent programs against one endpoint at one arrival rate: the real-engine counterpart of a
-simulator sweep point.
+"""Replay agent programs against one endpoint: at one arrival rate (`replay`, open loop) or with N programs
+in flight (`replay_closed`, closed loop): the real-engine counterparts of a simulator sweep point and of a
+simulated fleet point.
 
-Programs start at their (Poisson) arrival times; inside a program every call is a task that waits for
+Open loop: programs start at their (Poisson) arrival times. Closed loop: N start at once and the next
+starts when one ends, until `stop_after` have completed (the programs still running then are cut off);
+a program's arrival is when it started, and every program that ends gets a program-end notice
+(autellix.context.end_notice), so an engine running the Autellix scheduler releases its KV at once (a
+stock engine runs the notice as a one-token call, the same load for every target). Inside a program every call is a task that waits for
 its dependencies, sleeps its tool pause, builds its prompt (history of its prefix call + real text sized
 to the call's token count) and streams the completion. Calls of different threads therefore run
 concurrently and calls of one thread in order, exactly as the workload's DAG says.
@@ -11,6 +16,7 @@ Invariants:
   is recorded as skipped and its program as failed (its latency would be meaningless).
 - Program ids sent to the engine carry the run's tag, so an engine's process table never mixes the same
   workload program across rate points or targets (no stale service carried over).
+- Call records are kept as the calls finish, so a cut-off program's finished calls count.
 - Failures never raise out of `replay`: they are recorded per call; after `abort_after` consecutive
   failed calls the rest of the run is skipped (a dead target costs seconds, not the arrival schedule).
 """
@@ -18,6 +24,8 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +36,7 @@ from autellix.bench.client import completion_body, identity_headers, stream_comp
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.records import CallRecord, ProgramRecord
 from autellix.bench.targets import Target
+from autellix.context import end_notice
 from autellix.workloads.spec import CallSpec, ProgramSpec
 
 
@@ -51,6 +60,8 @@ class RunResult:
 
     target: str
     rate: float
+    concurrency: int = 0
+    """Programs in flight for a closed-loop run (0: open loop at `rate`)."""
     programs: list[ProgramRecord] = field(default_factory=list)
     calls: list[CallRecord] = field(default_factory=list)
     wall_s: float = 0.0
@@ -98,7 +109,9 @@ class _Run:
             call=i, role=c.role, prompt_tokens=prompt_n, output_tokens=out_n, sent_prompt_tokens=sent_n,
             engine_prompt_tokens=o.engine_prompt_tokens, completion_tokens=o.completion_tokens,
             issued=o.sent - self.t0, ttft=None if o.first_token is None else o.first_token - o.sent,
-            latency=None if o.finished is None else o.finished - o.sent, clipped=clipped, error=o.error)
+            latency=None if o.finished is None else o.finished - o.sent, clipped=clipped, error=o.error,
+            cached_tokens=o.cached_tokens)
+        self.result.calls.append(rec)
         self.note(o.error is None, o.error)
         return rec, text + o.text
 
@@ -127,7 +140,6 @@ class _Run:
 
         await asyncio.gather(*(run(i) for i in range(n)))
         done_recs = [r for r in records if r is not None]
-        self.result.calls.extend(done_recs)
         errors = [r.error for r in done_recs if r.error]
         finished = [r.issued + r.latency for r in done_recs if r.latency is not None]
         all_ok = all(ok)
@@ -137,6 +149,14 @@ class _Run:
             threads=spec.num_threads, calls=n, arrival=spec.arrival,
             finish=max(finished) if finished and all_ok else None,
             output_tokens=sum(r.completion_tokens for r in done_recs), error=error)
+
+    async def end(self, spec: ProgramSpec) -> None:
+        """Tell the engine the program ended (best effort: a failed notice only costs the engine a hold)."""
+        if not self.opts.send_identity:
+            return
+        body = {"model": self.opts.model, **end_notice(f"{self.opts.run_tag}:{spec.program_id}")}
+        with contextlib.suppress(Exception):
+            await self.client.post(self.target.completions_url, json=body, timeout=30)
 
 
 async def replay(client: httpx.AsyncClient, target: Target, programs: Sequence[ProgramSpec], rate: float,
@@ -164,6 +184,41 @@ async def replay(client: httpx.AsyncClient, target: Target, programs: Sequence[P
                 pass
         tasks.append(asyncio.create_task(one(spec)))  # after an abort it returns at once as failed
     await asyncio.gather(*tasks)
+    result.wall_s = time.perf_counter() - t0
+    result.programs.sort(key=lambda r: r.arrival)
+    result.calls.sort(key=lambda r: (r.issued, r.program, r.call))
+    return result
+
+
+async def replay_closed(client: httpx.AsyncClient, target: Target, programs: Sequence[ProgramSpec],
+                        concurrency: int, stop_after: int, builder: PromptBuilder, opts: ReplayOptions,
+                        on_program_done: Callable[[ProgramRecord], None] | None = None) -> RunResult:
+    """Keep `concurrency` of `programs` in flight, in order, until `stop_after` completed (module
+    docstring); never raises for endpoint failures."""
+    result = RunResult(target=target.name, rate=0.0, concurrency=concurrency)
+    t0 = time.perf_counter()
+    run = _Run(client, target, builder, opts, result, t0)
+    todo = iter(programs)
+    enough = asyncio.Event()
+
+    async def fleet_slot() -> None:
+        for spec in todo:  # one shared iterator: each slot takes the next program when its own ends
+            if enough.is_set() or run.abort.is_set():
+                return
+            rec = await run.program(dataclasses.replace(spec, arrival=time.perf_counter() - t0))
+            result.programs.append(rec)
+            await run.end(spec)
+            if on_program_done:
+                on_program_done(rec)
+            if sum(p.ok for p in result.programs) >= stop_after:
+                enough.set()
+
+    slots = [asyncio.create_task(fleet_slot()) for _ in range(concurrency)]
+    waiters = [asyncio.create_task(w) for w in (asyncio.wait(slots), enough.wait(), run.abort.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for task in (*slots, *waiters):
+        task.cancel()  # cut-off programs: their open streams close, so the engine aborts their calls
+    await asyncio.gather(*slots, *waiters, return_exceptions=True)
     result.wall_s = time.perf_counter() - t0
     result.programs.sort(key=lambda r: r.arrival)
     result.calls.sort(key=lambda r: (r.issued, r.program, r.call))

@@ -31,6 +31,13 @@ class CallRecord:
     latency: float | None
     clipped: bool = False
     error: str | None = None
+    cached_tokens: int | None = None
+    """Prompt tokens served from the engine's prefix cache, when it reports them."""
+
+    @property
+    def hit_tokens(self) -> int:
+        """What metrics.closed_loop reads as the prefix-cache hit (0 when the engine did not say)."""
+        return self.cached_tokens or 0
 
     @property
     def tpot(self) -> float | None:

@@ -79,27 +79,28 @@ def run_fleet(spec: SweepSpec, concurrency: tuple[int, ...], progress: bool = Tr
             "wall_s": time.perf_counter() - started}
 
 
-def fleet_ratios(rows: list[Row], baselines: tuple[str, ...]) -> list[dict[str, Any]]:
-    """programs_per_hour of every policy over each baseline's, at each concurrency (each pair of
-    baselines once: the later-listed one over the earlier)."""
-    by = {(r["policy"], r["concurrency"]): r["programs_per_hour"] for r in rows}
+def fleet_ratios(rows: list[Row], baselines: tuple[str, ...],
+                 metric: str = "programs_per_hour") -> list[dict[str, Any]]:
+    """`metric` of every policy over each baseline's, at each concurrency (each pair of baselines once:
+    the later-listed one over the earlier)."""
+    by = {(r["policy"], r["concurrency"]): r[metric] for r in rows}
     out = []
     for k, base in enumerate(baselines):
         for (policy, c), value in by.items():
             b = by.get((base, c))
             if policy not in baselines[:k + 1] and b:
-                out.append({"system": policy, "baseline": base, "concurrency": c, "ratio": value / b})
+                out.append({"system": policy, "baseline": base, "concurrency": c, "metric": metric,
+                            "ratio": value / b})
     return out
 
 
-def format_fleet(payload: dict[str, Any]) -> str:
+def format_fleet(payload: dict[str, Any], columns: tuple[str, ...] = FLEET_COLUMNS) -> str:
     fit = payload["config"]["working_set_fit"]
-    lines = [format_table(payload["results"], FLEET_COLUMNS), "",
-             f"programs whose full histories fit in the KV cache at once: {fit:.1f} (1x residency)",
-             "programs per hour, as a ratio:"]
+    lines = [format_table(payload["results"], columns), "",
+             f"programs whose full histories fit in the KV cache at once: {fit:.1f} (1x residency)", "ratios:"]
     for c in payload["comparisons"]:
         lines.append(f"{c['system']:>14} vs {c['baseline']:<14} at concurrency {c['concurrency']:>4} "
-                     f"({c['concurrency'] / fit:.1f}x): {c['ratio']:.2f}x")
+                     f"({c['concurrency'] / fit:.1f}x): {c['ratio']:.2f}x {c['metric'].replace('_', ' ')}")
     return "\n".join(lines)
 
 

@@ -7,6 +7,8 @@ It stands in for a vLLM engine so the replay can be checked quickly and exactly:
   `prefill_base + prefill_per_token * prompt_tokens`, then one chunk every
   `decode_step * (1 + batch_slowdown * (active_streams - 1))` seconds (a crude batching engine, enough for
   calibrate's arithmetic);
+- reports `prompt_tokens_details.cached_tokens` as an unbounded prefix cache would (the longest earlier
+  prompt this one extends);
 - records every request (body, headers, start and end times) in `requests`;
 - `fail_status`: answer every generation request with that HTTP status instead (a broken target).
 """
@@ -77,6 +79,13 @@ class FakeOpenAIUpstream:
         self.requests.append(seen)
         return StreamingResponse(self._stream(seen, int(body["max_tokens"])), media_type="text/event-stream")
 
+    def _cached(self, seen: Seen) -> int:
+        """An unbounded prefix cache: the tokens of the longest earlier prompt this one extends."""
+        prompt = seen.body["prompt"]
+        best = max((s.prompt_tokens for s in self.requests
+                    if s is not seen and s.start < seen.start and prompt.startswith(s.body["prompt"])), default=0)
+        return min(best, seen.prompt_tokens - 1)
+
     async def _stream(self, seen: Seen, n: int) -> AsyncIterator[str]:
         self.active += 1
         try:
@@ -84,10 +93,11 @@ class FakeOpenAIUpstream:
             for i in range(n):
                 if i:
                     await asyncio.sleep(self.decode_step * (1 + self.batch_slowdown * (self.active - 1)))
-                chunk = {"id": "cmpl-fake", "choices": [{"index": 0, "text": f" w{i}"}]}
+                chunk = {"id": "cmpl-fake", "choices": [{"index": 0, "text": " w"}]}  # one token, as vLLM
                 yield f"data: {json.dumps(chunk)}\n\n"
             usage = {"prompt_tokens": seen.prompt_tokens, "completion_tokens": n,
-                     "total_tokens": seen.prompt_tokens + n}
+                     "total_tokens": seen.prompt_tokens + n,
+                     "prompt_tokens_details": {"cached_tokens": self._cached(seen)}}
             yield f"data: {json.dumps({'id': 'cmpl-fake', 'choices': [], 'usage': usage})}\n\n"
             yield "data: [DONE]\n\n"
         finally:
