@@ -50,6 +50,8 @@ class ReplayOptions:
     timeout: float = 600.0
     max_model_len: int | None = None
     cache_salt: str | None = None
+    salt_per_program: bool = False
+    """Each program gets its own salt (`cache_salt` + program id): no KV shared across programs."""
     send_identity: bool = True
     abort_after: int = 20
 
@@ -101,7 +103,10 @@ class _Run:
                                                f"{spec.program_id}/{i}")
         thread = str(c.thread)
         program = wire_id if self.opts.send_identity else None
-        body = completion_body(self.opts.model, text, out_n, program, thread, self.opts.cache_salt)
+        salt = self.opts.cache_salt
+        if salt and self.opts.salt_per_program:
+            salt = f"{salt}:{spec.program_id}"
+        body = completion_body(self.opts.model, text, out_n, program, thread, salt)
         o = await stream_completion(self.client, self.target.completions_url, body,
                                     identity_headers(program, thread), self.opts.timeout)
         rec = CallRecord(

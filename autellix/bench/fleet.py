@@ -4,7 +4,10 @@
 Every point draws `programs` + N programs of the workload (seeded; the same programs for every target and
 every repeat), keeps N in flight and stops at the `programs`-th completion. Fairness as in sweep.py:
 targets run one at a time, interleaved point by point in alternating order, each run with its own cache
-salt and program-id tag. Each point runs `repeats` times; the table shows the mean and the JSON keeps
+salt and program-id tag. Each *program* has its own cache salt too: workloads such as `coding` replay a
+few real sessions many times, and with temperature 0 two replays of one session are byte-identical, so
+without it they would share their whole histories in the prefix cache (SWE-bench tasks share at most a
+system prompt); the simulator shares nothing across programs either. Each point runs `repeats` times; the table shows the mean and the JSON keeps
 every run, so the spread is visible (`runs`). Beside the client's figures each row carries the engine's
 own prefix-cache counters over the run (`engine_hit_share`: vLLM's `prefix_cache_hits / queries`, which
 also counts preempted calls' re-lookups) and the hit share the engine reported per call
@@ -111,7 +114,8 @@ async def run_fleet_bench(plan: FleetPlan, progress: bool = True) -> tuple[Bench
                     tag = f"{target.name}-c{c}-{rep}-{uuid.uuid4().hex[:8]}"
                     opts = ReplayOptions(model=b.model or info.model or "", run_tag=tag, timeout=b.timeout,
                                          max_model_len=min(lens) if lens else None,
-                                         cache_salt=tag if b.cache_salt else None, send_identity=b.send_identity)
+                                         cache_salt=tag if b.cache_salt else None, salt_per_program=True,
+                                         send_identity=b.send_identity)
                     before = await engine_counters(client, target)
                     done = 0
 

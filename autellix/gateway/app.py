@@ -4,6 +4,7 @@ Routes:
   POST   /v1/chat/completions, /v1/completions   proxied with program context (autellix.gateway.proxy)
   GET    /v1/models                              from a healthy engine
   POST   /v1/programs                            open a program (session); returns its id
+  GET    /v1/programs                            the caller's live programs (paged: ?limit=, ?after=)
   GET    /v1/programs/{id}                       its process-table entry
   DELETE /v1/programs/{id}                       end it
   GET    /health                                 200 while at least one engine is healthy, else 503
@@ -110,6 +111,18 @@ class Gateway:
             raise GatewayError(409, str(exc)) from None
         return JSONResponse(self._describe(program), status_code=201)
 
+    async def list_programs(self, request: Request) -> Response:
+        """The caller's live named programs, in id order, paged: `?limit=` (1-1000, default 100) and
+        `?after=<id>` (the last id of the previous page)."""
+        owner = self.keys.owner(request.headers)
+        raw = request.query_params.get("limit", "100")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise GatewayError(400, f"limit: must be an integer from 1 to 1000, got {raw!r:.40}")
+        programs, more = self.sessions.listing(owner, request.query_params.get("after"), int(raw))
+        data = [self._describe(p) for p in programs]
+        return JSONResponse({"object": "list", "data": data, "has_more": more,
+                             "last_id": data[-1]["id"] if data else None})
+
     async def get_program(self, request: Request) -> Response:
         owner = self.keys.owner(request.headers)
         return JSONResponse(self._describe(self.sessions.lookup(request.path_params["id"], owner)))
@@ -156,6 +169,7 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/v1/chat/completions", _guard(gw.chat), methods=["POST"]),
         Route("/v1/completions", _guard(gw.completions), methods=["POST"]),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
+        Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.end_program), methods=["DELETE"]),
         Route("/health", gw.health, methods=["GET"]),

@@ -32,8 +32,9 @@ class Identity:
 
 
 def _valid(name: str, value: object) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_ID:
-        raise GatewayError(400, f"{name}: must be a non-empty string of at most {MAX_ID} characters")
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID:
+        raise GatewayError(400, f"{name}: must be a non-empty string of at most {MAX_ID} characters "
+                                f"(not only whitespace), got {value!r:.40}")
     return value
 
 
@@ -44,11 +45,11 @@ def resolve_identity(headers: Mapping[str, str], body: dict[str, Any]) -> Identi
     thread: object = headers.get("x-thread-id") or body_thread
     thread_id = DEFAULT_THREAD if thread is None else _valid("thread_id", thread)
     header_program = headers.get("x-program-id")
-    if header_program:
+    if header_program is not None:  # present but empty is an error, as for the body field
         return Identity(_valid("X-Program-ID", header_program), thread_id, "header")
     if body_program is not None:
         return Identity(_valid("program_id", body_program), thread_id, "body")
     session = headers.get("x-session-id")
-    if session:
+    if session is not None:
         return Identity(_valid("X-Session-ID", session), thread_id, "session")
     return Identity(None, thread_id, "anonymous")

@@ -38,6 +38,8 @@ class Sessions:
         self.policy = policy
         self.table = policy.new_table()
         self.owners: dict[str, Owner] = {}
+        self.sources: dict[str, str] = {}
+        """program id -> how the gateway first recognised it (created, header, body, session)."""
         self.on_end = on_end
         self.clock = clock
         self._bounds = policy.boundaries
@@ -55,6 +57,7 @@ class Sessions:
             raise ProgramIdTaken(f"program id {program_id!r} is already in use")
         program = self.table.start(program_id, self.clock())
         self.owners.setdefault(program.program_id, owner)
+        self.sources.setdefault(program.program_id, "created")
         return program
 
     def lookup(self, program_id: str, owner: Owner) -> Program:
@@ -92,6 +95,7 @@ class Sessions:
             self.expire()
 
     def _ended(self, program: Program, how: str) -> None:
+        self.sources.pop(program.program_id, None)
         if self.on_end is not None:
             self.on_end(program, how)
 
@@ -105,6 +109,8 @@ class Sessions:
         call = self.table.new_call(pid, thread=identity.thread_id, prompt_tokens=prompt_tokens,
                                    now=self.clock())
         self.owners.setdefault(call.program.program_id, owner)
+        if not call.program.ephemeral:
+            self.sources.setdefault(call.program.program_id, identity.source)
         return call
 
     def finish_call(self, call: Call, usage: Usage | None, wait_steps: float) -> None:
@@ -127,12 +133,20 @@ class Sessions:
     def wall(self, t: float) -> float | None:
         return None if t == float("-inf") else round(t + self._wall_offset, 3)
 
+    def listing(self, owner: Owner, after: str | None, limit: int) -> tuple[list[Program], bool]:
+        """The owner's live named programs in id order, the first `limit` after the id `after`; and
+        whether more follow."""
+        ids = sorted(pid for pid, o in self.owners.items()
+                     if o == owner and (after is None or pid > after) and pid in self.sources)
+        return [self.table.get(pid) for pid in ids[:limit]], len(ids) > limit
+
     def describe(self, program: Program, engine_names: list[str]) -> dict[str, Any]:
         """The program's process-table entry as JSON (GET /v1/programs/{id})."""
         now = self.clock()
         return {
             "id": program.program_id,
             "object": "program",
+            "source": self.sources.get(program.program_id, "anonymous"),
             "created": self.wall(program.created),
             "service": program.service,
             "wait": program.wait,

@@ -23,7 +23,7 @@ from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 def _closed(url: str, n: int, stop_after: int, builder: PromptBuilder, programs: int = 12) -> RunResult:
     async def go() -> RunResult:
         async with httpx.AsyncClient() as client:
-            opts = ReplayOptions(model="fake-model", run_tag="t0")
+            opts = ReplayOptions(model="fake-model", run_tag="t0", cache_salt="t0", salt_per_program=True)
             specs = generate("chat", programs, 1.0, seed=1, scale=0.3)  # multi-turn, no pauses: quick
             return await replay_closed(client, Target("fake", url), specs, n, stop_after, builder, opts)
     return asyncio.run(go())
@@ -49,6 +49,8 @@ def test_keeps_n_programs_in_flight_and_ends_each_one(serve_fake: ServeFake, bui
     ends = {s.body["vllm_xargs"]["autellix_program"] for s in fake.requests
             if s.body["vllm_xargs"].get("autellix_end")}
     assert ends == {f"t0:{p.program}" for p in result.programs}  # every program that ended said so
+    salts = {s.body["vllm_xargs"]["autellix_program"]: s.body["cache_salt"] for s in calls}
+    assert len(set(salts.values())) == len(salts)  # no KV shared across programs
     figures = closed_loop(done, [c for c in result.calls if not c.error])
     assert figures["calls_per_min"] > 0 and figures["prefix_hit_share"] > 0
     later = [c.cached_tokens > 0 for c in result.calls if c.call]

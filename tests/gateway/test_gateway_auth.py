@@ -38,6 +38,9 @@ def test_programs_are_isolated_between_keys(keyed: Harness) -> None:
     ok = keyed.client.post("/v1/chat/completions", json=chat(), headers={**A, "X-Program-ID": pid})
     assert ok.status_code == 200
     assert keyed.client.get(f"/v1/programs/{pid}", headers=A).json()["completed_calls"] == 1
+    assert [p["id"] for p in keyed.client.get("/v1/programs", headers=A).json()["data"]] == [pid]
+    assert keyed.client.get("/v1/programs", headers=B).json()["data"] == []  # each key sees its own
+    assert keyed.client.get("/v1/programs").status_code == 401
     assert keyed.client.delete(f"/v1/programs/{pid}", headers=A).status_code == 200
 
 

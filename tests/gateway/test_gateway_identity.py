@@ -39,3 +39,11 @@ def test_invalid_ids_are_400(body: dict) -> None:
     with pytest.raises(GatewayError) as err:
         resolve_identity({}, body)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("headers, body", [({"x-program-id": ""}, {}), ({"x-program-id": "  "}, {}),
+                                           ({}, {"program_id": " \t"}), ({"x-session-id": ""}, {})])
+def test_empty_or_blank_ids_are_400_whichever_source(headers: dict, body: dict) -> None:
+    with pytest.raises(GatewayError) as err:
+        resolve_identity(headers, body)
+    assert err.value.status == 400

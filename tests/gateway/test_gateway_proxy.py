@@ -160,3 +160,22 @@ def test_program_end_reaches_every_engine_within_a_second(make_harness: MakeHarn
     h.client.post("/v1/chat/completions", json=chat())  # an anonymous call ends with no notice
     time.sleep(0.3)
     assert len(h.requests()) == before + 1
+
+
+def test_programs_are_listed_with_their_source_paged_and_per_owner(harness: Harness) -> None:
+    c = harness.client
+    c.post("/v1/programs", json={"program_id": "a-created"})
+    c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Program-ID": "b-header"})
+    c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "program_id": "c-body"})
+    c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Session-ID": "d-session"})
+    c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})  # anonymous: never listed
+    page = c.get("/v1/programs", params={"limit": 3}).json()
+    assert [p["id"] for p in page["data"]] == ["a-created", "b-header", "c-body"] and page["has_more"]
+    assert [p["source"] for p in page["data"]] == ["created", "header", "body"]
+    rest = c.get("/v1/programs", params={"after": page["last_id"]}).json()
+    assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session")] and not rest["has_more"]
+    c.delete("/v1/programs/b-header")
+    assert "b-header" not in [p["id"] for p in c.get("/v1/programs").json()["data"]]
+    assert c.get("/v1/programs", params={"limit": 0}).status_code == 400
+    r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Program-ID": ""})
+    assert r.status_code == 400 and "X-Program-ID" in r.text

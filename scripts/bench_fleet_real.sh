@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Closed-loop agent fleets on real engines: stock vLLM (prefix caching on) versus the same vLLM with the
+# Autellix scheduler plugin (holds, the program gate, evict-first), same model and engine flags, on the
+# coding workload (real mini-swe-agent sessions) at a context scale and a KV cache chosen so the cache
+# holds about FIT programs' full histories; then concurrency FIT-ish (1x) and 4x that.
+#
+#   scripts/bench_fleet_real.sh                                   # the docs/bench.md run (~25 min)
+#   CONCURRENCY=2 PROGRAMS=3 REPEATS=1 scripts/bench_fleet_real.sh # a quick smoke run
+#
+# The KV cache is set in blocks (--num-gpu-blocks-override; VLLM_CPU_KVCACHE_SPACE only takes whole GiB,
+# ~46k tokens of SmolLM2, far more than this workload's scale needs) with 32-token blocks, so a history of
+# a few hundred tokens spans many full (cacheable) blocks. Fairness as in bench_real.sh: engines side by
+# side, one measured at a time, interleaved in alternating order, every run with its own cache salt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-.venv/bin}
+OUT=${OUT:-results/bench_fleet_real}
+POLICIES=${POLICIES:-vllm autellix}   # the first is the baseline
+SCALE=${SCALE:-0.05}                  # coding at 5%: full histories of ~570 tokens, 24 calls a program
+BLOCKS=${BLOCKS:-72}                  # x 32 tokens = 2,304 tokens: 4.0 programs' full histories (570 tokens)
+CONCURRENCY=${CONCURRENCY:-4,16}      # 1x and 4x the cache's residency
+PROGRAMS=${PROGRAMS:-12}              # completions per point (the first 20% are warm-up)
+REPEATS=${REPEATS:-2}
+MAX_NUM_SEQS=${MAX_NUM_SEQS:-16}
+SEED=${SEED:-0}
+BASE_PORT=${BASE_PORT:-8121}
+CALIBRATE=${CALIBRATE:-1}             # 1: also measure the engine's step costs for the simulator check
+export HF_HUB_OFFLINE=1
+
+mkdir -p "$OUT"
+source scripts/engines.sh
+port=$BASE_PORT
+for policy in $POLICIES; do
+  start_engine "$policy" "$port" --max-num-seqs "$MAX_NUM_SEQS" -- --block-size 32 \
+    --num-gpu-blocks-override "$BLOCKS" --max-model-len 2048 --enable-prompt-tokens-details
+  port=$((port + 1))
+done
+
+if [[ "$CALIBRATE" == 1 ]]; then
+  "$BIN/autellix" calibrate --target "http://127.0.0.1:$BASE_PORT" --out "$OUT/calibration.json" \
+    --batches "1,4,$MAX_NUM_SEQS" --prefill-lengths 16,64,256,512,1024 --contexts 128,512
+fi
+
+"$BIN/autellix" bench --workload coding "${TARGETS[@]}" --concurrency "$CONCURRENCY" \
+  --programs "$PROGRAMS" --repeats "$REPEATS" --seed "$SEED" --scale "$SCALE" \
+  --json "$OUT/bench_fleet_real.json" --plot "$OUT/bench_fleet_real.png"
