@@ -2,15 +2,17 @@
 # Closed-loop agent fleets on real engines: stock vLLM (prefix caching on) versus the same vLLM with the
 # Autellix scheduler plugin (holds, the program gate, evict-first), same model and engine flags, on the
 # coding workload (real mini-swe-agent sessions) at a context scale and a KV cache chosen so the cache
-# holds about FIT programs' full histories; then concurrency FIT-ish (1x) and 4x that.
+# holds 4 programs' full histories; then 4 programs in flight (1x residency) and 16 (4x). With CALIBRATE=1
+# it also calibrates the simulator on the baseline engine and prints its prediction beside the real run.
 #
-#   scripts/bench_fleet_real.sh                                   # the docs/bench.md run (~25 min)
+#   scripts/bench_fleet_real.sh                                   # the docs/bench.md run (~30 min)
 #   CONCURRENCY=2 PROGRAMS=3 REPEATS=1 scripts/bench_fleet_real.sh # a quick smoke run
 #
 # The KV cache is set in blocks (--num-gpu-blocks-override; VLLM_CPU_KVCACHE_SPACE only takes whole GiB,
 # ~46k tokens of SmolLM2, far more than this workload's scale needs) with 32-token blocks, so a history of
 # a few hundred tokens spans many full (cacheable) blocks. Fairness as in bench_real.sh: engines side by
-# side, one measured at a time, interleaved in alternating order, every run with its own cache salt.
+# side, one measured at a time, interleaved in alternating order, every run and every program with its own
+# cache salt (docs/bench.md, "Closed-loop fleets").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,3 +47,11 @@ fi
 "$BIN/autellix" bench --workload coding "${TARGETS[@]}" --concurrency "$CONCURRENCY" \
   --programs "$PROGRAMS" --repeats "$REPEATS" --seed "$SEED" --scale "$SCALE" \
   --json "$OUT/bench_fleet_real.json" --plot "$OUT/bench_fleet_real.png"
+
+if [[ "$CALIBRATE" == 1 ]]; then  # the simulator's prediction of the same fleets, with this engine's costs
+  "$BIN/autellix" sim --workload coding --policy fcfs,autellix --concurrency "$CONCURRENCY" \
+    --programs "$PROGRAMS" --scale "$SCALE" --seed "$SEED" --calibration "$OUT/calibration.json" \
+    --model SmolLM2-135M-Instruct --max-num-seqs "$MAX_NUM_SEQS" --max-batched-tokens 2048 --swap recompute \
+    --json "$OUT/sim.json" --quiet
+  "$BIN/python" scripts/fleet_sim_check.py "$OUT/bench_fleet_real.json" "$OUT/sim.json" --plot "$OUT/sim_check.png"
+fi

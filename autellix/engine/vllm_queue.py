@@ -147,6 +147,9 @@ class LevelQueue(RequestQueue):
     def is_parked(self, request: Request) -> bool:
         return request in self._parked
 
+    def num_parked(self) -> int:
+        return len(self._parked)
+
     def _drop_stale_top(self) -> None:
         heap = self._heap
         while heap and heap[0][_REQUEST] is None:
