@@ -3,7 +3,9 @@
 1. `X-Program-ID` header (thread: `X-Thread-ID` header);
 2. body fields `program_id` / `thread_id`;
 3. `X-Session-ID` header (a session is a program; for clients that already send one);
-4. none of these: an anonymous one-call program, dropped from the table when the call finishes.
+4. the session headers of agent harnesses and routers (HARNESS_HEADERS, in that order), then OpenAI's
+   `prompt_cache_key` body field: ids their clients already send, so unmodified agents are programs;
+5. none of these: an anonymous one-call program, dropped from the table when the call finishes.
 
 The thread follows the same order on its own (`X-Thread-ID`, then body `thread_id`, else "0").
 Invariant: `program_id` / `thread_id` body fields are always removed before the body reaches an engine,
@@ -20,6 +22,13 @@ from autellix.gateway.errors import GatewayError
 
 DEFAULT_THREAD = "0"
 MAX_ID = 256
+HARNESS_HEADERS = (
+    ("x-claude-code-session-id", "claude-code"),  # Claude Code, on every model request
+    ("x-dynamo-session-id", "dynamo"),            # NVIDIA Dynamo's router (and clients written for it)
+    ("x-smg-routing-key", "smg"),                 # SGLang model gateway's routing key
+    ("session_id", "codex"),                      # Codex CLI
+)
+"""(header, source name): session ids that agent harnesses and routers send, tried in this order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,4 +61,11 @@ def resolve_identity(headers: Mapping[str, str], body: dict[str, Any]) -> Identi
     session = headers.get("x-session-id")
     if session is not None:
         return Identity(_valid("X-Session-ID", session), thread_id, "session")
+    for header, source in HARNESS_HEADERS:
+        value = headers.get(header)
+        if value:  # a harness's own header: an empty one is ignored, not an error of ours
+            return Identity(_valid(header, value), thread_id, source)
+    cache_key = body.get("prompt_cache_key")  # left in the body: it is OpenAI's field, not ours
+    if isinstance(cache_key, str) and cache_key.strip():
+        return Identity(_valid("prompt_cache_key", cache_key), thread_id, "prompt_cache_key")
     return Identity(None, thread_id, "anonymous")

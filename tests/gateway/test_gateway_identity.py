@@ -47,3 +47,21 @@ def test_empty_or_blank_ids_are_400_whichever_source(headers: dict, body: dict) 
     with pytest.raises(GatewayError) as err:
         resolve_identity(headers, body)
     assert err.value.status == 400
+
+
+@pytest.mark.parametrize("headers, source", [({"x-claude-code-session-id": "c1"}, "claude-code"),
+                                             ({"x-dynamo-session-id": "c1"}, "dynamo"),
+                                             ({"x-smg-routing-key": "c1"}, "smg"),
+                                             ({"session_id": "c1"}, "codex")])
+def test_harness_session_headers_name_the_program(headers: dict, source: str) -> None:
+    ident = resolve_identity(headers, {})
+    assert (ident.program_id, ident.source) == ("c1", source)
+    assert resolve_identity({**headers, "x-session-id": "s"}, {}).source == "session"  # explicit ids first
+
+
+def test_prompt_cache_key_is_a_program_id_of_last_resort_and_stays_in_the_body() -> None:
+    body = {"prompt_cache_key": "k1", "messages": []}
+    ident = resolve_identity({}, body)
+    assert (ident.program_id, ident.source) == ("k1", "prompt_cache_key") and body["prompt_cache_key"] == "k1"
+    assert resolve_identity({"x-claude-code-session-id": "c"}, {"prompt_cache_key": "k1"}).source == "claude-code"
+    assert resolve_identity({}, {"prompt_cache_key": "  "}).program_id is None

@@ -168,12 +168,16 @@ def test_programs_are_listed_with_their_source_paged_and_per_owner(harness: Harn
     c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Program-ID": "b-header"})
     c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2, "program_id": "c-body"})
     c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Session-ID": "d-session"})
+    c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2},
+           headers={"X-Claude-Code-Session-Id": "e-claude"})  # an unmodified harness's own header
     c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})  # anonymous: never listed
     page = c.get("/v1/programs", params={"limit": 3}).json()
     assert [p["id"] for p in page["data"]] == ["a-created", "b-header", "c-body"] and page["has_more"]
     assert [p["source"] for p in page["data"]] == ["created", "header", "body"]
     rest = c.get("/v1/programs", params={"after": page["last_id"]}).json()
-    assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session")] and not rest["has_more"]
+    assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session"), ("e-claude", "claude-code")]
+    assert not rest["has_more"]
+    assert any(r.get("vllm_xargs", {}).get("autellix_program") == "e-claude" for r in harness.requests())
     c.delete("/v1/programs/b-header")
     assert "b-header" not in [p["id"] for p in c.get("/v1/programs").json()["data"]]
     assert c.get("/v1/programs", params={"limit": 0}).status_code == 400
