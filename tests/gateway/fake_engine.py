@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -128,6 +129,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_ports(n: int) -> int:
+    """A port p such that p .. p + n - 1 are all free now (`autellix serve --port p --engine-port p + 1`
+    uses consecutive ports; a single free port's neighbours may be some connection's ephemeral port)."""
+    for _ in range(100):
+        base = free_port()
+        if base + n > 65536:
+            continue
+        with contextlib.ExitStack() as held:
+            try:
+                for port in range(base, base + n):
+                    s = held.enter_context(socket.socket())
+                    s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return base
+    raise RuntimeError(f"no {n} consecutive free ports found")
 
 
 class ServerThread:

@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from fake_engine import free_port  # noqa: E402
+from fake_engine import free_ports  # noqa: E402
 
 from autellix.client import Program  # noqa: E402
 
@@ -75,7 +75,7 @@ def served() -> Iterator[Served]:
     from autellix.model import prepare_default_model
 
     prepare_default_model()
-    port = free_port()
+    port = free_ports(3)  # the gateway, then its two engines
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "autellix.cli", "serve", "--engines", "2", "--eager", "--port", str(port),
@@ -84,7 +84,12 @@ def served() -> Iterator[Served]:
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
     s = Served(port, proc)
     try:
-        eventually(lambda: s.health()["healthy"] == 2, 900, "two healthy engines")
+        def up() -> bool:
+            if proc.poll() is not None:  # serve gave up (e.g. an engine failed to start): say why now
+                raise AssertionError(f"autellix serve exited ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+            return s.health()["healthy"] == 2
+
+        eventually(up, 900, "two healthy engines")
         yield s
     finally:
         if proc.poll() is None:
