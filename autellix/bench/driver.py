@@ -6,9 +6,11 @@ Open loop: programs start at their (Poisson) arrival times. Closed loop: N start
 starts when one ends, until `stop_after` have completed (the programs still running then are cut off);
 a program's arrival is when it started, and every program that ends gets a program-end notice
 (autellix.context.end_notice), so an engine running the Autellix scheduler releases its KV at once (a
-stock engine runs the notice as a one-token call, the same load for every target). Inside a program every call is a task that waits for
-its dependencies, sleeps its tool pause, builds its prompt (history of its prefix call + real text sized
-to the call's token count) and streams the completion. Calls of different threads therefore run
+stock engine runs the notice as a one-token call, the same load for every target).
+
+Inside a program every call is a task that waits for its dependencies, sleeps its tool pause, builds its
+prompt (history of its prefix call + real text sized to the call's token count) and streams the
+completion. Calls of different threads therefore run
 concurrently and calls of one thread in order, exactly as the workload's DAG says.
 
 Invariants:

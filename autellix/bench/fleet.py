@@ -7,11 +7,12 @@ targets run one at a time, interleaved point by point in alternating order, each
 salt and program-id tag. Each *program* has its own cache salt too: workloads such as `coding` replay a
 few real sessions many times, and with temperature 0 two replays of one session are byte-identical, so
 without it they would share their whole histories in the prefix cache (SWE-bench tasks share at most a
-system prompt); the simulator shares nothing across programs either. Each point runs `repeats` times; the table shows the mean and the JSON keeps
-every run, so the spread is visible (`runs`). Beside the client's figures each row carries the engine's
-own prefix-cache counters over the run (`engine_hit_share`: vLLM's `prefix_cache_hits / queries`, which
-also counts preempted calls' re-lookups) and the hit share the engine reported per call
-(`prefix_hit_share`: `usage.prompt_tokens_details.cached_tokens` / prompt tokens, in the window).
+system prompt); the simulator shares nothing across programs either. Each point runs `repeats` times;
+the table shows the mean and the JSON keeps every run, so the spread is visible (`runs`). Beside the
+client's figures each row carries the engine's own prefix-cache counters over the run
+(`engine_hit_share`: vLLM's `prefix_cache_hits / queries`, which also counts preempted calls' re-lookups)
+and the hit share the engine reported per call (`prefix_hit_share`:
+`usage.prompt_tokens_details.cached_tokens` / prompt tokens, in the window).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from tqdm import tqdm
 
 from autellix.bench.calibration_file import kv_capacity_from_metrics
 from autellix.bench.driver import ReplayOptions, RunResult, replay_closed
-from autellix.bench.sweep import BenchOutput, BenchPlan, _builders, run_order
+from autellix.bench.sweep import (BenchOutput, BenchPlan, engine_rates, prompt_builders,
+                                  run_order)
 from autellix.bench.targets import engine_counters
 from autellix.metrics import closed_loop
 from autellix.sim.fleet import fleet_ratios
@@ -59,11 +61,7 @@ def fleet_row(run: RunResult, programs: int, counters: dict[str, float]) -> dict
                            "wall_s": run.wall_s, "aborted": run.aborted}
     if len(ok) >= 2:
         row.update(closed_loop(ok, [c for c in run.calls if not c.error]))
-    queries = counters.get("vllm:prefix_cache_queries_total")
-    hits = counters.get("vllm:prefix_cache_hits_total")
-    row["engine_hit_share"] = hits / queries if hits is not None and queries else math.nan
-    pre = counters.get("vllm:num_preemptions_total")
-    row["preemptions_per_call"] = pre / max(1, len(run.calls)) if pre is not None else math.nan
+    row["preemptions_per_call"], row["engine_hit_share"] = engine_rates(counters, len(run.calls))
     return row
 
 
@@ -96,7 +94,7 @@ async def run_fleet_bench(plan: FleetPlan, progress: bool = True) -> tuple[Bench
     capacity: dict[str, int | None] = {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=b.timeout) as client:
-        builders = await _builders(client, b, out)
+        builders = await prompt_builders(client, b, out)
         lens = [i.max_model_len for i in out.targets.values() if i.max_model_len]
         for t in b.targets:
             with_metrics = await client.get(f"{t.base_url}/metrics") if not out.targets[t.name].error else None

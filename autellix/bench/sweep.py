@@ -83,13 +83,19 @@ def summarize_run(run: RunResult, programs: int, counters: dict[str, float] | No
                 "errors": dict(errors.most_common(5))})
     # The client cannot see queueing inside the engine, nor (without /metrics) preemptions: say unknown.
     row["mean_wait"] = row["swaps_per_call"] = math.nan
-    counters = counters or {}
+    preemptions, hit_rate = engine_rates(counters or {}, len(run.calls))
+    row["preemptions_per_call"], row["prefix_cache_hit_rate"] = preemptions, hit_rate
+    return row
+
+
+def engine_rates(counters: dict[str, float], calls: int) -> tuple[float, float]:
+    """(preemptions per call, prefix-cache hit rate) from a vLLM engine's counter deltas over a run;
+    NaN where the engine did not report them."""
     pre = counters.get("vllm:num_preemptions_total")
-    row["preemptions_per_call"] = pre / max(1, len(run.calls)) if pre is not None else math.nan
     queries = counters.get("vllm:prefix_cache_queries_total")
     hits = counters.get("vllm:prefix_cache_hits_total")
-    row["prefix_cache_hit_rate"] = hits / queries if hits is not None and queries else math.nan
-    return row
+    return (pre / max(1, calls) if pre is not None else math.nan,
+            hits / queries if hits is not None and queries else math.nan)
 
 
 def _failed_row(target: Target, rate: float, programs: int, error: str) -> dict[str, Any]:
@@ -100,7 +106,7 @@ def _failed_row(target: Target, rate: float, programs: int, error: str) -> dict[
             "errors": {f"target unreachable: {error}": 1}}
 
 
-async def _builders(client: httpx.AsyncClient, plan: BenchPlan,
+async def prompt_builders(client: httpx.AsyncClient, plan: BenchPlan,
                     out: BenchOutput) -> dict[str, PromptBuilder]:
     """Probe every target once; one prompt builder per distinct tokenizer."""
     cache: dict[str, PromptBuilder] = {}
@@ -126,7 +132,7 @@ async def run_bench(plan: BenchPlan, progress: bool = True) -> BenchOutput:
     out = BenchOutput(plan)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(limits=limits, timeout=plan.timeout) as client:
-        builders = await _builders(client, plan, out)
+        builders = await prompt_builders(client, plan, out)
         lens = [i.max_model_len for i in out.targets.values() if i.max_model_len]
         max_len = min(lens) if lens else None
         span = sum(n / r for n, r in zip(plan.counts, plan.rates)) * len(plan.targets)
