@@ -33,14 +33,15 @@ _REQUEST = 4  # index of the request in an entry; None marks a stale entry
 class LevelQueue(RequestQueue):
     """Invariant: `_live` maps each runnable queued request to its one valid heap entry; the heap may
     also hold stale entries (request slot None), dropped lazily at the top and compacted when they
-    dominate. `_parked` maps each parked request to its entry (not in the heap); no request is in both."""
+    dominate. `_parked` holds each parked request (not in the heap); no request is in both."""
 
     def __init__(self, place: Callable[[Request], Any] | None = None) -> None:
         """`place(request)`: the FCFS key among equal priorities, read once when a request is queued."""
         self._place = place or _arrival
         self._heap: list[list] = []
         self._live: dict[Request, list] = {}
-        self._parked: dict[Request, list] = {}
+        self._parked: dict[Request, tuple[Any, int]] = {}
+        """parked request -> its FCFS (place, order), kept for when it is runnable again."""
         self._seq = itertools.count()
 
     # -- RequestQueue -----------------------------------------------------------------------------
@@ -131,16 +132,16 @@ class LevelQueue(RequestQueue):
         entry = self._live.pop(request, None)
         if entry is None:
             return False
-        self._parked[request] = entry[:]
+        self._parked[request] = (entry[1], entry[2])
         entry[_REQUEST] = None
         self._maybe_compact()
         return True
 
     def unpark(self, request: Request) -> None:
         """Make a parked request runnable again, at its FCFS place (at its current priority)."""
-        old = self._parked.pop(request, None)
-        if old is not None:  # a fresh uid: the stale entry it left in the heap still has the old one
-            entry = [request.priority, old[1], old[2], next(self._seq), request]
+        kept = self._parked.pop(request, None)
+        if kept is not None:  # a fresh uid: the stale entry it left in the heap still has the old one
+            entry = [request.priority, *kept, next(self._seq), request]
             self._live[request] = entry
             heapq.heappush(self._heap, entry)
 
