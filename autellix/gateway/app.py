@@ -129,8 +129,9 @@ class Gateway:
 
     async def end_program(self, request: Request) -> Response:
         owner = self.keys.owner(request.headers)
-        program = self.sessions.end(request.path_params["id"], owner)
-        return JSONResponse({**self._describe(program), "deleted": True})
+        entry = self._describe(self.sessions.lookup(request.path_params["id"], owner))  # while it has a source
+        self.sessions.end(request.path_params["id"], owner)
+        return JSONResponse({**entry, "deleted": True})
 
     async def health(self, request: Request) -> Response:
         up = self.pool.healthy_count

@@ -178,7 +178,7 @@ def test_programs_are_listed_with_their_source_paged_and_per_owner(harness: Harn
     assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session"), ("e-claude", "claude-code")]
     assert not rest["has_more"]
     assert any(r.get("vllm_xargs", {}).get("autellix_program") == "e-claude" for r in harness.requests())
-    c.delete("/v1/programs/b-header")
+    assert c.delete("/v1/programs/b-header").json()["source"] == "header"
     assert "b-header" not in [p["id"] for p in c.get("/v1/programs").json()["data"]]
     assert c.get("/v1/programs", params={"limit": 0}).status_code == 400
     r = c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Program-ID": ""})
