@@ -29,6 +29,7 @@ from starlette.types import ASGIApp
 from autellix.balance import Locality, make_balancer
 from autellix.gateway.auth import KeyChecker
 from autellix.gateway.config import GatewayConfig
+from autellix.gateway.conversations import ConversationIndex
 from autellix.gateway.engines import EnginePool
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
@@ -53,7 +54,10 @@ class Gateway:
         self.sessions = Sessions(config.policy)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
         self.sessions.on_end = self._program_ended
-        self.proxy = Proxy(self.pool, self.sessions, self.metrics, config.chars_per_token)
+        self.conversations = (ConversationIndex(config.policy.table_ttl) if config.infer_programs
+                              else None)
+        self.proxy = Proxy(self.pool, self.sessions, self.metrics, config.chars_per_token,
+                           self.conversations, config.user_programs, config.max_body_bytes)
         self._notices: set[asyncio.Task] = set()
 
     def _program_ended(self, program: Program, how: str) -> None:

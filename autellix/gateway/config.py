@@ -39,6 +39,13 @@ class GatewayConfig:
     connect_timeout: float = 5.0
     read_timeout: float | None = None
     """Seconds without a byte from the engine before a call fails; None waits as long as the call runs."""
+    infer_programs: bool = True
+    """Calls that name no program get one inferred from their conversation (autellix.gateway.conversations);
+    off: they are anonymous one-call programs."""
+    user_programs: bool = False
+    """OpenAI's `user` body field names the program (off: one user may run many programs at once)."""
+    max_body_bytes: int = 32 << 20
+    """Largest request body accepted (413 past it)."""
     max_connections: int = 2048
     upstream_keepalive: float = 3.0
     """Seconds an idle engine connection may be reused. Below vLLM's own idle limit (5 s,
@@ -62,6 +69,8 @@ class GatewayConfig:
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name}: must be a positive number, got {value}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes: must be >= 1, got {self.max_body_bytes}")
         if self.metrics_interval < 0:
             raise ValueError(f"metrics_interval: must be >= 0, got {self.metrics_interval}")
         if self.read_timeout is not None and not self.read_timeout > 0:

@@ -2,14 +2,20 @@
 
 1. `X-Program-ID` header (thread: `X-Thread-ID` header);
 2. body fields `program_id` / `thread_id`;
-3. `X-Session-ID` header (a session is a program; for clients that already send one);
-4. the session headers of agent harnesses and routers (HARNESS_HEADERS, in that order), then OpenAI's
+3. `X-Session-ID` header (a session is a program; for clients that already send one; vLLM reads the
+   same header);
+4. vLLM's own `session_id` body field, then `vllm_xargs.session_id` (both left for vLLM to read);
+5. the session headers of agent harnesses and routers (HARNESS_HEADERS, in that order), then OpenAI's
    `prompt_cache_key` body field: ids their clients already send, so unmodified agents are programs;
-5. none of these: an anonymous one-call program, dropped from the table when the call finishes.
+6. only when enabled (`user_programs`): OpenAI's `user` body field (off by default, because one user
+   may run many programs at once);
+7. none of these: `anonymous`. The proxy then infers the program from the conversation
+   (autellix.gateway.conversations) unless that is off, in which case the call is a one-call program
+   dropped from the table when it finishes.
 
 The thread follows the same order on its own (`X-Thread-ID`, then body `thread_id`, else "0").
 Invariant: `program_id` / `thread_id` body fields are always removed before the body reaches an engine,
-whichever source won, because vLLM does not know them.
+whichever source won, because vLLM does not know them; every other field stays.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ HARNESS_HEADERS = (
     ("x-dynamo-session-id", "dynamo"),            # NVIDIA Dynamo's router (and clients written for it)
     ("x-smg-routing-key", "smg"),                 # SGLang model gateway's routing key
     ("session_id", "codex"),                      # Codex CLI
+    ("x-opencode-session", "opencode"),           # OpenCode
+    ("x-gateway-inference-fairness-id", "llm-d"), # Gateway API Inference Extension / llm-d flow control
 )
 """(header, source name): session ids that agent harnesses and routers send, tried in this order."""
 
@@ -37,7 +45,9 @@ class Identity:
     """None: anonymous one-call program."""
     thread_id: str
     source: str
-    """Where the program id came from: header, body, session or anonymous."""
+    """Where the program id came from (docs/gateway.md, "Which program a call belongs to")."""
+    thread_given: bool = False
+    """The client named the thread itself (`X-Thread-ID` or body `thread_id`)."""
 
 
 def _valid(name: str, value: object) -> str:
@@ -47,25 +57,38 @@ def _valid(name: str, value: object) -> str:
     return value
 
 
-def resolve_identity(headers: Mapping[str, str], body: dict[str, Any]) -> Identity:
+def resolve_identity(headers: Mapping[str, str], body: dict[str, Any],
+                     user_programs: bool = False) -> Identity:
     """Apply the precedence rules; pops `program_id` / `thread_id` from `body` (mutates it)."""
     body_program = body.pop("program_id", None)
     body_thread = body.pop("thread_id", None)
     thread: object = headers.get("x-thread-id") or body_thread
-    thread_id = DEFAULT_THREAD if thread is None else _valid("thread_id", thread)
+    given = thread is not None
+    thread_id = _valid("thread_id", thread) if given else DEFAULT_THREAD
+
+    def named(program: object, field: str, source: str) -> Identity:
+        return Identity(_valid(field, program), thread_id, source, given)
+
     header_program = headers.get("x-program-id")
     if header_program is not None:  # present but empty is an error, as for the body field
-        return Identity(_valid("X-Program-ID", header_program), thread_id, "header")
+        return named(header_program, "X-Program-ID", "header")
     if body_program is not None:
-        return Identity(_valid("program_id", body_program), thread_id, "body")
+        return named(body_program, "program_id", "body")
     session = headers.get("x-session-id")
     if session is not None:
-        return Identity(_valid("X-Session-ID", session), thread_id, "session")
+        return named(session, "X-Session-ID", "session")
+    xargs = body.get("vllm_xargs")
+    for value, field in ((body.get("session_id"), "session_id"),
+                         (xargs.get("session_id") if isinstance(xargs, dict) else None,
+                          "vllm_xargs.session_id")):
+        if value is not None:
+            return named(value, field, "vllm-session")
     for header, source in HARNESS_HEADERS:
         value = headers.get(header)
         if value:  # a harness's own header: an empty one is ignored, not an error of ours
-            return Identity(_valid(header, value), thread_id, source)
-    cache_key = body.get("prompt_cache_key")  # left in the body: it is OpenAI's field, not ours
-    if isinstance(cache_key, str) and cache_key.strip():
-        return Identity(_valid("prompt_cache_key", cache_key), thread_id, "prompt_cache_key")
-    return Identity(None, thread_id, "anonymous")
+            return named(value, header, source)
+    for field, enabled in (("prompt_cache_key", True), ("user", user_programs)):
+        value = body.get(field)  # left in the body: OpenAI's fields, not ours
+        if enabled and isinstance(value, str) and value.strip():
+            return named(value, field, field)
+    return Identity(None, thread_id, "anonymous", given)

@@ -1,9 +1,11 @@
 """Forwarding calls to engines: program context in, usage out.
 
-Life of a call: parse the JSON body (400 if malformed) -> identity (autellix.gateway.identity) ->
-`Sessions.begin_call` (404 for another owner's program) -> add `vllm_xargs` and, for streams,
-`stream_options.include_usage` -> pick an engine (balancer) -> send -> relay the answer -> charge usage
-to the process table.
+Life of a call: read the body (413 past `max_body_bytes`) and parse it (400 if malformed) -> identity
+(autellix.gateway.identity; no id named: inferred from the conversation, autellix.gateway.conversations,
+400 for an unreadable message list) -> `Sessions.begin_call` (404 for another owner's program) -> add
+`vllm_xargs` and, for streams, `stream_options.include_usage` -> pick an engine (balancer) -> send ->
+relay the answer -> charge usage to the process table (and, for an inferred program, remember the reply
+so the program's next call is recognised).
 
 Failure rules:
 - The engine could not be connected to (request never sent): mark it unhealthy and try the next healthy
@@ -34,7 +36,9 @@ from autellix.context import to_xargs
 from autellix.gateway.auth import Owner
 from autellix.gateway.engines import Engine, EnginePool, NoHealthyEngine
 from autellix.gateway.errors import GatewayError
-from autellix.gateway.identity import resolve_identity
+from autellix.gateway.conversations import (ConversationIndex, Inference, MalformedMessages,
+                                             ReplyBuilder, replies_from_body)
+from autellix.gateway.identity import Identity, resolve_identity
 from autellix.gateway.metrics import GatewayMetrics
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.streaming import RelayStream, StreamResult, wait_disconnect
@@ -104,8 +108,11 @@ def never_sent(exc: BaseException) -> bool:
 class _Flight:
     """One call in flight on one engine; `finish` charges the table and releases the engine once."""
 
-    def __init__(self, proxy: Proxy, call: Call, endpoint: str) -> None:
+    def __init__(self, proxy: Proxy, call: Call, endpoint: str, inference: Inference | None) -> None:
         self.proxy, self.call, self.endpoint = proxy, call, endpoint
+        self.inference = inference
+        self.replies: list[Any] = []
+        """The answer's replies (only collected for inferred programs); none: the call failed."""
         self.engine: Engine | None = None
         self.t0 = time.perf_counter()
         self.done = False
@@ -126,23 +133,72 @@ class _Flight:
                 engine.observe_step(latency / tokens, exact=False)
             wait = engine.wait_steps(latency, tokens)
         sessions.finish_call(self.call, usage, wait)
+        if self.inference is not None:
+            index = self.proxy.conversations
+            assert index is not None
+            if self.replies:
+                index.replied(self.inference, self.replies)
+            else:
+                index.failed(self.inference)
         if engine is not None:
             service = usage.service(sessions.policy.prefill_weight) if usage else 0.0
             self.proxy.metrics.call_done(engine.name, self.endpoint, latency, service)
 
 
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 once it passes `limit` bytes (before reading it all when declared)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"request body of {int(declared)} bytes is over the gateway's limit of "
+                                f"{limit} bytes (--max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"request body is over the gateway's limit of {limit} bytes "
+                                    "(--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def infer(index: ConversationIndex, owner: Owner, body: dict[str, Any], chat: bool) -> Inference | None:
+    """The conversation's program; None when the call cannot be matched (a batch or token prompt)."""
+    try:
+        if chat:
+            return index.infer_chat(owner, body.get("messages"))
+        prompt = body.get("prompt")
+        return index.infer_text(owner, prompt) if isinstance(prompt, str) else None
+    except MalformedMessages as exc:
+        raise GatewayError(400, f"malformed message list: {exc}") from None
+
+
 class Proxy:
     def __init__(self, pool: EnginePool, sessions: Sessions, metrics: GatewayMetrics,
-                 chars_per_token: float) -> None:
+                 chars_per_token: float, conversations: ConversationIndex | None = None,
+                 user_programs: bool = False, max_body_bytes: int = 32 << 20) -> None:
         self.pool = pool
         self.sessions = sessions
         self.metrics = metrics
         self.chars_per_token = chars_per_token
+        self.conversations = conversations
+        self.user_programs = user_programs
+        self.max_body_bytes = max_body_bytes
+
+    def _identify(self, request: Request, owner: Owner, body: dict[str, Any],
+                  endpoint: str) -> tuple[Identity, Inference | None]:
+        identity = resolve_identity(request.headers, body, self.user_programs)
+        if identity.program_id is not None or self.conversations is None:
+            return identity, None
+        inference = infer(self.conversations, owner, body, endpoint.endswith("chat/completions"))
+        if inference is None:
+            return identity, None
+        thread = identity.thread_id if identity.thread_given else inference.thread
+        return Identity(inference.program_id, thread, "inferred", identity.thread_given), inference
 
     async def call(self, request: Request, owner: Owner, endpoint: str) -> Response | RelayStream:
         """POST /v1/chat/completions and /v1/completions."""
-        body = parse_json_object(await request.body())
-        identity = resolve_identity(request.headers, body)
+        body = parse_json_object(await read_body(request, self.max_body_bytes))
+        identity, inference = self._identify(request, owner, body, endpoint)
         stream = body.get("stream") is True
         wants_usage = True
         if stream:
@@ -151,8 +207,13 @@ class Proxy:
             wants_usage = bool(options.get("include_usage"))
             body["stream_options"] = {**options, "include_usage": True}
         prompt_tokens = estimate_prompt_tokens(body, self.chars_per_token)
-        call = self.sessions.begin_call(identity, owner, prompt_tokens)
-        flight = _Flight(self, call, endpoint)
+        try:
+            call = self.sessions.begin_call(identity, owner, prompt_tokens)
+        except BaseException:
+            if inference is not None:
+                self.conversations.failed(inference)  # type: ignore[union-attr]
+            raise
+        flight = _Flight(self, call, endpoint, inference)
         try:
             context = program_xargs(call)
             if context:
@@ -166,12 +227,16 @@ class Proxy:
         engine = flight.engine
         assert engine is not None
         program = None if call.program.ephemeral else call.program_id
+        chat = endpoint.endswith("chat/completions")
         if payload is not None:  # a complete answer (not a successful stream)
             usage = usage_from_body(payload) if resp.status == 200 else None
             if resp.status != 200:
                 self.metrics.call_failed(engine.name, resp.status)
+            elif inference is not None:
+                flight.replies = replies_from_body(_loads(payload), chat)
             flight.finish(usage)
             return _raw_response(payload, resp.status, client_headers(resp, engine, program))
+        builder = ReplyBuilder(chat) if inference is not None else None
 
         def done(result: StreamResult) -> None:
             step = None
@@ -182,11 +247,14 @@ class Proxy:
             usage = result.usage
             if usage is None and result.events:  # cut short: charge what was streamed
                 usage = Usage(prompt_tokens=call.prompt_tokens, completion_tokens=result.events)
+            if builder is not None and result.ended and result.error is None:
+                flight.replies = builder.replies()
             flight.finish(usage, step)
 
         return RelayStream(resp, client_headers(resp, engine, program), sse=True,
                            strip_usage=not wants_usage,
-                           on_error=lambda exc: self._in_flight_error(engine, exc), on_done=done)
+                           on_error=lambda exc: self._in_flight_error(engine, exc), on_done=done,
+                           on_chunk=builder.add if builder is not None else None)
 
     async def _send(self, flight: _Flight, request: Request, endpoint: str, content: bytes,
                     stream: bool) -> Sent:
@@ -263,6 +331,13 @@ class Proxy:
                     raise self._in_flight_error(engine, exc) from None
                 tried.add(engine.index)
                 self.pool.mark_failed(engine, f"{type(exc).__name__}: {exc}")
+
+
+def _loads(payload: bytes) -> object:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
 
 
 def _raw_response(payload: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Response:

@@ -61,6 +61,13 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="locality balancer: prompts above this many tokens go to the program's engine")
     p.add_argument("--program-ttl", type=float, default=None,
                    help="seconds an idle program stays in the table (default AUTELLIX_TABLE_TTL or 600)")
+    p.add_argument("--infer-programs", choices=("on", "off"), default="on",
+                   help="calls that name no program: infer it from the conversation (on, default) or run "
+                        "each as a one-call program (off)")
+    p.add_argument("--user-programs", action="store_true",
+                   help="OpenAI's `user` field names the program (off by default: a user may run many)")
+    p.add_argument("--max-body-mb", type=float, default=32.0,
+                   help="largest request body accepted, in MiB (413 past it)")
     p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
@@ -83,7 +90,9 @@ def gateway_config(args: argparse.Namespace, urls: list[str]) -> GatewayConfig:
     if args.program_ttl is not None:
         policy = policy.replace(table_ttl=args.program_ttl)
     return GatewayConfig(engines=tuple(urls), balancer=args.balancer, long_prompt=args.long_prompt,
-                         api_keys=frozenset(keys), policy=policy)
+                         api_keys=frozenset(keys), policy=policy,
+                         infer_programs=args.infer_programs == "on", user_programs=args.user_programs,
+                         max_body_bytes=int(args.max_body_mb * (1 << 20)))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

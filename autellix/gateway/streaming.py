@@ -7,7 +7,8 @@ whichever ends first, closes the upstream response in `finally`. Closing an unfi
 drops its connection, and vLLM aborts a request whose connection is gone: no leaked engine work.
 
 SSE handling: events are split on blank lines; only events mentioning "usage" are parsed (the common
-token chunk is forwarded without JSON work). The usage chunk (`"choices": []` with `usage`) is recorded
+token chunk is forwarded without JSON work), unless `on_chunk` wants every chunk (the reply of a call
+whose program is inferred from its conversation, autellix.gateway.conversations). The usage chunk (`"choices": []` with `usage`) is recorded
 for accounting and stripped when the client did not ask for usage itself.
 """
 
@@ -56,8 +57,10 @@ class RelayStream:
 
     def __init__(self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], sse: bool,
                  strip_usage: bool, on_error: Callable[[Exception], GatewayError],
-                 on_done: Callable[[StreamResult], None]) -> None:
+                 on_done: Callable[[StreamResult], None],
+                 on_chunk: Callable[[object], None] | None = None) -> None:
         self.upstream = upstream
+        self.on_chunk = on_chunk
         self.headers = headers
         self.sse = sse
         self.strip_usage = strip_usage
@@ -125,11 +128,13 @@ class RelayStream:
         for event in block.split(b"\n\n"):
             if not event:
                 continue
+            data: object = None
+            if self.on_chunk is not None and event.startswith(b"data:") and not event.startswith(_DONE):
+                data = _json(event[5:])
+                self.on_chunk(data)
             if b'"usage"' in event and event.startswith(b"data:"):
-                try:
-                    data = json.loads(event[5:])
-                except ValueError:
-                    data = None
+                if data is None:
+                    data = _json(event[5:])
                 usage = parse_usage(data.get("usage")) if isinstance(data, dict) else None
                 if usage is not None:
                     result.usage = usage
@@ -146,3 +151,10 @@ class RelayStream:
                 result.t_last = now
             kept.append(event)
         return b"\n\n".join(kept) + b"\n\n" if kept else b""
+
+
+def _json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -30,9 +30,9 @@ def test_metrics_exposition(harness: Harness) -> None:
     assert 'autellix_calls_total{endpoint="/v1/chat/completions",engine="engine-0",level="0"} 3.0' in text
     assert 'autellix_call_errors_total{engine="engine-0",status="400"} 1.0' in text
     assert 'autellix_engine_preemptions_total{engine="engine-0"} 3.0' in text
-    assert metric(text, "autellix_programs_active") == 0
+    assert metric(text, "autellix_programs_active") == 1  # the program inferred for the OVERSIZED call
     assert 'autellix_programs_ended_total{how="ended"} 1.0' in text
-    assert metric(text, "autellix_program_duration_seconds_count") == 2  # p + the anonymous call
+    assert metric(text, "autellix_program_duration_seconds_count") == 1  # p
     assert 'autellix_service_total{engine="engine-0"} 300.0' in text
 
 

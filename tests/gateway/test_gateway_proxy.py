@@ -36,7 +36,8 @@ def test_service_snapshot_grows_with_usage(make_harness: MakeHarness) -> None:
     assert info["service"] == 36 and info["completed_calls"] == 2 and info["active_calls"] == []
 
 
-def test_session_header_and_anonymous_calls(harness: Harness) -> None:
+def test_session_header_and_anonymous_calls(make_harness: MakeHarness) -> None:
+    harness = make_harness(infer_programs=False)
     harness.client.post("/v1/chat/completions", json=chat(), headers={"X-Session-ID": "sess"})
     assert harness.requests()[-1]["vllm_xargs"]["autellix_program"] == "sess"
     assert harness.client.get("/v1/programs/sess").status_code == 200
@@ -162,7 +163,8 @@ def test_program_end_reaches_every_engine_within_a_second(make_harness: MakeHarn
     assert len(h.requests()) == before + 1
 
 
-def test_programs_are_listed_with_their_source_paged_and_per_owner(harness: Harness) -> None:
+def test_programs_are_listed_with_their_source_paged_and_per_owner(make_harness: MakeHarness) -> None:
+    harness = make_harness(infer_programs=False)
     c = harness.client
     c.post("/v1/programs", json={"program_id": "a-created"})
     c.post("/v1/completions", json={"prompt": "x", "max_tokens": 2}, headers={"X-Program-ID": "b-header"})

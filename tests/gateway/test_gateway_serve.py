@@ -40,9 +40,11 @@ def test_visible_gpus_honours_cuda_visible_devices(monkeypatch: pytest.MonkeyPat
 def test_gateway_config_from_args(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTELLIX_API_KEYS", "k1,k2")
     monkeypatch.setenv("AUTELLIX_PREFILL_WEIGHT", "0.5")
-    args = argparse.Namespace(api_key=["k3"], program_ttl=30.0, balancer="round_robin", long_prompt=99)
+    args = argparse.Namespace(api_key=["k3"], program_ttl=30.0, balancer="round_robin", long_prompt=99,
+                              infer_programs="off", user_programs=True, max_body_mb=0.5)
     config = serve.gateway_config(args, ["http://127.0.0.1:1"])
     assert config.api_keys == {"k1", "k2", "k3"} and config.balancer == "round_robin"
+    assert not config.infer_programs and config.user_programs and config.max_body_bytes == 1 << 19
     assert config.policy.table_ttl == 30 and config.policy.prefill_weight == 0.5 and config.long_prompt == 99
 
 
