@@ -10,7 +10,15 @@ Figures printed:
   calls/s        = completed calls per second through the gateway at --concurrency connections.
 Targets (issue 5): overhead p50 <= 2 ms, >= 500 calls/s on a 2-core machine.
 
+Program inference (--history-tokens N, default 32768; 0 skips it): calls that name no program, each a
+history of N tokens (~4 characters each, ~100 messages) extending an earlier reply, sent to two gateway
+processes side by side, one inferring programs from the conversation and one with it off; blocks of
+calls alternate between them. Prints the p50 latency of each (and their difference: the cost of
+inference) and the calls/s of each at --concurrency connections. Targets (issue 16): p50 overhead with
+inference on <= 1 ms more than off; throughput within 10% of off.
+
     .venv/bin/python scripts/bench_gateway.py [--calls 2000] [--seconds 10] [--concurrency 32]
+                                              [--history-tokens 32768]
 """
 
 from __future__ import annotations
@@ -79,7 +87,23 @@ def run_upstream(port: int) -> None:
     loop.run_until_complete(server.serve_forever())
 
 
-def run_gateway(port: int, upstream: str, ttl: float = 600.0) -> None:
+def history_bodies(tokens: int) -> tuple[bytes, bytes]:
+    """(first, next): a ~`tokens`-token conversation ending with a user message, and that conversation
+    extended by the upstream's reply ("ok") and one more user message: what an agent's next call sends."""
+    messages = [{"role": "system", "content": "You are a coding agent. " * 40}]
+    turn = 0
+    while sum(len(m["content"]) for m in messages) < tokens * 4:
+        messages += [{"role": "user", "content": f"observation {turn}: " + "x = f(y)\n" * 100},
+                     {"role": "assistant", "content": f"step {turn}: " + "I will edit the file. " * 20}]
+        turn += 1
+    messages.append({"role": "user", "content": "run the tests"})
+    first = {"model": "bench", "max_tokens": 8, "messages": messages}
+    nxt = {**first, "messages": [*messages, {"role": "assistant", "content": "ok"},
+                                 {"role": "user", "content": "next"}]}
+    return json.dumps(first).encode(), json.dumps(nxt).encode()
+
+
+def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True) -> None:
     import logging
 
     import uvicorn
@@ -89,7 +113,7 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0) -> None:
     from autellix.policy.config import PolicyConfig
 
     logging.getLogger("autellix.gateway").setLevel(logging.WARNING)
-    app = create_app(GatewayConfig(engines=(upstream,), health_interval=1.0,
+    app = create_app(GatewayConfig(engines=(upstream,), health_interval=1.0, infer_programs=infer,
                                    policy=PolicyConfig(table_ttl=ttl)))
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop="uvloop" if _has("uvloop") else "asyncio",
@@ -162,7 +186,8 @@ async def latencies(port: int, calls: int, headers: str = "", body: bytes = BODY
     return out
 
 
-async def throughput(port: int, concurrency: int, seconds: float, programs: bool) -> tuple[int, int, list[float]]:
+async def throughput(port: int, concurrency: int, seconds: float, programs: bool,
+                     body: bytes = BODY) -> tuple[int, int, list[float]]:
     deadline = time.perf_counter() + seconds
     done, failed, lats = 0, 0, []
 
@@ -173,7 +198,7 @@ async def throughput(port: int, concurrency: int, seconds: float, programs: bool
         try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                status, _ = await conn.post("/v1/chat/completions", BODY, headers)
+                status, _ = await conn.post("/v1/chat/completions", body, headers)
                 lats.append(time.perf_counter() - t0)
                 if status == 200:
                     done += 1
@@ -208,19 +233,51 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def start_processes(ttl: float = 600.0) -> tuple[int, int, list[subprocess.Popen]]:
-    """Start the fake upstream and one gateway process; returns their ports and the processes
-    (the gateway last)."""
-    up_port, gw_port = free_port(), free_port()
+def start_processes(ttl: float = 600.0, infer: tuple[str, ...] = ("on",)) -> tuple[int, list[int], list[subprocess.Popen]]:
+    """Start the fake upstream and one gateway process per `infer` setting; returns the upstream's
+    port, the gateways' ports and the processes."""
+    up_port = free_port()
     me = str(Path(__file__).resolve())
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([sys.executable, me, "--serve-upstream", str(up_port)], env=env)]
     wait_port(up_port)
-    procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(gw_port), "--ttl", str(ttl),
-                                   "--upstream-url", f"http://127.0.0.1:{up_port}"], env=env))
-    wait_port(gw_port)
+    ports = []
+    for setting in infer:
+        ports.append(free_port())
+        procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(ports[-1]), "--ttl", str(ttl),
+                                       "--infer", setting, "--upstream-url", f"http://127.0.0.1:{up_port}"],
+                                      env=env))
+        wait_port(ports[-1])
     time.sleep(1.5)  # first health probe done
-    return up_port, gw_port, procs
+    return up_port, ports, procs
+
+
+def inference_cost(ports: dict[str, int], tokens: int, calls: int, concurrency: int,
+                   seconds: float) -> list[str]:
+    """Inference on against off on `tokens`-token histories, interleaved (module doc)."""
+    first, nxt = history_bodies(tokens)
+    for port in ports.values():  # the conversation's first call: the reply the next calls extend
+        asyncio.run(latencies(port, 0, body=first))
+    lat: dict[str, list[float]] = {"off": [], "on": []}
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for _ in range(3):
+        for setting, port in ports.items():
+            lat[setting] += asyncio.run(latencies(port, calls // 6, body=nxt))
+    for _ in range(5):  # the machine is shared and noisy: alternate, repeat, report the spread
+        for setting, port in ports.items():
+            done, failed, _ = asyncio.run(throughput(port, concurrency, seconds / 2, False, nxt))
+            if failed:
+                raise RuntimeError(f"{failed} calls failed with inference {setting}")
+            rates[setting].append(done / (seconds / 2))
+    on, off = statistics.median(lat["on"]), statistics.median(lat["off"])
+    r_on, r_off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
+    return [
+        f"program inference, {len(nxt) // 1024} KiB bodies (~{tokens} tokens of history), calls naming no program:",
+        f"  1 call at a time: p50 inference off {off * 1e3:.3f} ms, on {on * 1e3:.3f} ms, "
+        f"cost of inference {(on - off) * 1e3:.3f} ms (target <= 1 ms)",
+        f"  {concurrency} connections: off {r_off:.0f} calls/s ({min(rates['off']):.0f}-{max(rates['off']):.0f}), "
+          f"on {r_on:.0f} calls/s ({min(rates['on']):.0f}-{max(rates['on']):.0f}), on/off {r_on / r_off:.2f} "
+        f"(target >= 0.90)"]
 
 
 def main() -> int:
@@ -228,7 +285,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--history-tokens", type=int, default=32768,
+                        help="program inference run: tokens of history per call (0: skip it)")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--infer", default="on", help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-url", help=argparse.SUPPRESS)
     parser.add_argument("--ttl", type=float, default=600.0, help=argparse.SUPPRESS)
@@ -237,11 +297,11 @@ def main() -> int:
         run_upstream(args.serve_upstream)
         return 0
     if args.serve_gateway:
-        run_gateway(args.serve_gateway, args.upstream_url, args.ttl)
+        run_gateway(args.serve_gateway, args.upstream_url, args.ttl, args.infer == "on")
         return 0
 
     _use_uvloop()
-    up_port, gw_port, procs = start_processes()
+    up_port, (gw_port,), procs = start_processes()
     try:
         direct = asyncio.run(latencies(up_port, args.calls))
         through = asyncio.run(latencies(gw_port, args.calls, "x-program-id: seq\r\n"))
@@ -266,6 +326,16 @@ def main() -> int:
     print(f"throughput, {args.concurrency} connections (one program each), {args.seconds:g} s:")
     print(f"  {rate:.0f} calls/s through one gateway process (target >= 500); {failed} failed; "
           f"latency p50 {pct(lats, .5) * 1e3:.2f} ms p99 {pct(lats, .99) * 1e3:.2f} ms")
+    if args.history_tokens:  # fresh gateway processes, so that neither carries the runs above
+        _, ports, procs = start_processes(infer=("off", "on"))
+        try:
+            print("\n".join(inference_cost(dict(zip(("off", "on"), ports)), args.history_tokens,
+                                            args.calls, args.concurrency, args.seconds)))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=10)
     return 0 if failed == 0 else 1
 
 

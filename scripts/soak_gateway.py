@@ -155,7 +155,7 @@ def main() -> int:
     parser.add_argument("--programs", type=int, default=300, help="concurrent programs")
     parser.add_argument("--ttl", type=float, default=20.0, help="gateway program TTL for this run (s)")
     args = parser.parse_args()
-    _, gw_port, procs = start_processes(ttl=args.ttl)
+    _, (gw_port,), procs = start_processes(ttl=args.ttl)
     try:
         return asyncio.run(soak(f"http://127.0.0.1:{gw_port}", procs[-1].pid, args))
     finally:

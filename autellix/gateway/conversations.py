@@ -21,6 +21,9 @@ each tool call (arguments are re-serialised by some clients), and a tool message
 Every other field (name, reasoning_content, refusal, ...) is ignored. Messages are hashed once per call
 into a chain c_i = H(c_(i-1), message_i), seeded by the owner; text prompts are chained in blocks of
 BLOCK characters, and a text state keeps its tail past the last block boundary, compared exactly.
+H is Python's own tuple hash over SipHash-hashed strings (in C, randomised per process: a client
+cannot aim for collisions); keys are 64 bits, so two different histories share a key with probability
+~ keys^2 / 2^64, below 1e-9 at the index's capacity.
 
 Invariants: memory is bounded (at most MAX_KEYS states and MAX_KEYS replies, least recently used first
 out, none kept past the TTL); a state names the program and thread of the call whose reply made it, and
@@ -30,7 +33,6 @@ retry continues where the failed call would have).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -53,13 +55,6 @@ class MalformedMessages(ValueError):
     """A message list the gateway cannot read (the proxy answers 400)."""
 
 
-def _hash(*parts: bytes) -> bytes:
-    h = hashlib.blake2b(parts[0], digest_size=16)
-    for part in parts[1:]:
-        h.update(part)
-    return h.digest()
-
-
 def _text(content: object, where: str) -> str:
     if content is None:
         return ""
@@ -80,8 +75,17 @@ def _text(content: object, where: str) -> str:
     return "".join(texts).strip()
 
 
-def fingerprint(message: object, where: str = "messages[-1]") -> bytes:
-    """The bytes that identify a message (module doc); raises MalformedMessages."""
+def fingerprint(message: object, index: int | str = -1) -> tuple[str, ...]:
+    """What identifies a message (module doc); raises MalformedMessages naming `messages[index]`."""
+    if type(message) is dict:  # the common case first: plain text, no tool calls (every call, every message)
+        role, content = message.get("role"), message.get("content")
+        if type(content) is str and type(role) is str and role and role != "tool" \
+                and not message.get("tool_calls"):
+            return role, content.strip()
+    return _fingerprint(message, index if isinstance(index, str) else f"messages[{index}]")
+
+
+def _fingerprint(message: object, where: str) -> tuple[str, ...]:
     if not isinstance(message, dict):
         raise MalformedMessages(f"{where}: must be an object, got {type(message).__name__}")
     role = message.get("role")
@@ -99,16 +103,16 @@ def fingerprint(message: object, where: str = "messages[-1]") -> bytes:
             parts += [str(call.get("id", "")), str(function.get("name", ""))]
     if role == "tool":
         parts.append(str(message.get("tool_call_id", "")))
-    return "\x1f".join(parts).encode("utf-8", "surrogatepass")
+    return tuple(parts)
 
 
-def _reply_key(seed: bytes, text: str) -> bytes:
-    return _hash(seed, b"reply\x00", text.encode("utf-8", "surrogatepass"))
+def _reply_key(seed: int, text: str) -> int:
+    return hash((seed, "reply", text))
 
 
 def branch_thread(thread: str, k: int | str) -> str:
     name = f"{thread}.{k}"
-    return name if len(name) <= MAX_THREAD else "b" + _hash(name.encode()).hex()[:12]
+    return name if len(name) <= MAX_THREAD else f"b{hash(name) & 0xFFFFFFFFFFFF:012x}"
 
 
 @dataclass(slots=True)
@@ -144,8 +148,8 @@ class Inference:
     thread: str
     how: str
     """extends | branch | handoff | new"""
-    seed: bytes
-    prefix: bytes
+    seed: int
+    prefix: int
     """Chain value after the prompt (chat: all messages; text: all full blocks)."""
     rest: str = ""
     """Text calls: the prompt past its last full block."""
@@ -161,8 +165,8 @@ class ConversationIndex:
         self.ttl = ttl
         self.clock = clock
         self.max_keys = max_keys
-        self.states: OrderedDict[bytes, _Slot] = OrderedDict()
-        self.replies: OrderedDict[bytes, _Reply] = OrderedDict()
+        self.states: OrderedDict[int, _Slot] = OrderedDict()
+        self.replies: OrderedDict[int, _Reply] = OrderedDict()
         """Reply-text key -> the program and thread that wrote it (rule 2)."""
 
     # -- arriving calls ----------------------------------------------------------------------------
@@ -170,10 +174,12 @@ class ConversationIndex:
     def infer_chat(self, owner: str | None, messages: object) -> Inference:
         if not isinstance(messages, list) or not messages:
             raise MalformedMessages("messages: must be a non-empty list of message objects")
-        seed = _hash(b"chat\x00", (owner or "").encode())
+        seed = hash(("chat", owner))
         chain = [seed]
+        key = seed
         for i, message in enumerate(messages):
-            chain.append(_hash(chain[-1], fingerprint(message, f"messages[{i}]")))
+            key = hash((key, fingerprint(message, i)))
+            chain.append(key)
         self._expire()
         for i in range(len(chain) - 1, 1, -1):  # a state holds at least a prompt and a reply
             slot = self.states.get(chain[i])
@@ -187,11 +193,11 @@ class ConversationIndex:
         return Inference(self._new_id(), "0", "new", seed, chain[-1])
 
     def infer_text(self, owner: str | None, prompt: str) -> Inference:
-        seed = _hash(b"text\x00", (owner or "").encode())
+        seed = hash(("text", owner))
         blocks = len(prompt) // BLOCK
         chain = [seed]
         for j in range(blocks):
-            chain.append(_hash(chain[-1], prompt[j * BLOCK:(j + 1) * BLOCK].encode("utf-8", "surrogatepass")))
+            chain.append(hash((chain[-1], prompt[j * BLOCK:(j + 1) * BLOCK])))
         self._expire()
         for j in range(blocks, -1, -1):
             slot = self.states.get(chain[j])
@@ -205,7 +211,7 @@ class ConversationIndex:
                 return self._extend(slot, chain[j], fitting, seed, chain[-1], prompt[blocks * BLOCK:])
         return Inference(self._new_id(), "0", "new", seed, chain[-1], prompt[blocks * BLOCK:], chat=False)
 
-    def _extend(self, slot: _Slot, key: bytes, candidates: list[_State], seed: bytes, prefix: bytes,
+    def _extend(self, slot: _Slot, key: int, candidates: list[_State], seed: int, prefix: int,
                 rest: str | None = None) -> Inference:
         """The oldest state not yet extended continues its thread; else the newest one branches."""
         self.states.move_to_end(key)
@@ -217,7 +223,7 @@ class ConversationIndex:
         return Inference(state.program_id, thread, "extends" if k == 0 else "branch", seed, prefix,
                          rest or "", chat=rest is None, claimed=(state, k))
 
-    def _handoff(self, seed: bytes, last: object) -> _Reply | None:
+    def _handoff(self, seed: int, last: object) -> _Reply | None:
         text = _text(last.get("content"), "messages[-1]") if isinstance(last, dict) else ""
         if len(text) < HANDOFF_MIN:
             return None
@@ -236,7 +242,7 @@ class ConversationIndex:
         for reply in replies:
             if inference.chat:
                 try:
-                    key = _hash(inference.prefix, fingerprint(reply, "reply"))
+                    key = hash((inference.prefix, fingerprint(reply, "reply")))
                 except MalformedMessages:
                     continue
                 self._add(key, _State(inference.program_id, inference.thread), now)
@@ -244,7 +250,7 @@ class ConversationIndex:
             elif isinstance(reply, str):
                 full, key = inference.rest + reply, inference.prefix
                 while len(full) >= BLOCK:
-                    key = _hash(key, full[:BLOCK].encode("utf-8", "surrogatepass"))
+                    key = hash((key, full[:BLOCK]))
                     full = full[BLOCK:]
                 self._add(key, _State(inference.program_id, inference.thread, tail=full), now)
         self._expire()
@@ -256,7 +262,7 @@ class ConversationIndex:
             if state.claims == k + 1:
                 state.claims = k
 
-    def _add(self, key: bytes, state: _State, now: float) -> None:
+    def _add(self, key: int, state: _State, now: float) -> None:
         slot = self.states.get(key)
         if slot is None:
             self.states[key] = _Slot([state], now)

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from gateway_harness import Harness, MakeHarness
 
+from autellix.bench.identity_check import load_sessions, run_check
+
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
 
 
@@ -94,3 +96,11 @@ def test_bad_input_gets_clear_4xx(make_harness: MakeHarness) -> None:
     r = h.client.post("/v1/chat/completions", json={"model": "m", "messages": [SYSTEM], "thread_id": {}})
     assert r.status_code == 400 and "thread_id" in r.text
     assert h.requests() == []  # nothing malformed reached an engine
+
+
+def test_real_agent_sessions_replayed_interleaved_are_attributed_right() -> None:
+    """Ground truth: the mini-swe-agent and tau-bench sessions (scripts/infer_programs_check.py)."""
+    sessions = load_sessions()
+    assert len(sessions) >= 30 and sum(len(s.calls) for s in sessions) >= 600
+    result = run_check(sessions, seed=7)
+    assert result.share >= 0.99 and result.merged_programs == 0, result
