@@ -13,96 +13,27 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 pytest.importorskip("vllm")
 
-from fake_engine import free_ports  # noqa: E402
+from served_harness import Served, eventually, start_served, stop_served  # noqa: E402
 
 from autellix.client import Program  # noqa: E402
 
 LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > --long-prompt 64
 
 
-class Served:
-    """A running `autellix serve` subprocess and what it printed."""
-
-    def __init__(self, port: int, proc: subprocess.Popen) -> None:
-        self.port, self.proc = port, proc
-        self.url = f"http://127.0.0.1:{port}"
-        self.lines: list[str] = []
-        self.client = httpx.Client(base_url=self.url, trust_env=False, timeout=120)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip())
-
-    def engine_pids(self) -> dict[int, int]:
-        """engine index -> latest pid (group leader), from the progress output."""
-        pids: dict[int, int] = {}
-        for line in self.lines:
-            m = re.match(r"engine-(\d+): (?:pid|restarted \(pid) (\d+)", line)
-            if m:
-                pids[int(m.group(1))] = int(m.group(2))
-        return pids
-
-    def model(self) -> str:
-        return self.client.get("/v1/models").json()["data"][0]["id"]
-
-    def health(self) -> dict:
-        return self.client.get("/health").json()
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    from autellix.model import prepare_default_model
-
-    prepare_default_model()
-    port = free_ports(3)  # the gateway, then its two engines
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "autellix.cli", "serve", "--engines", "2", "--eager", "--port", str(port),
-         "--engine-port", str(port + 1), "--max-num-seqs", "4",
-         "--long-prompt", "64"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
-    s = Served(port, proc)
+    s = start_served(2, "--max-num-seqs", "4", "--long-prompt", "64")
     try:
-        def up() -> bool:
-            if proc.poll() is not None:  # serve gave up (e.g. an engine failed to start): say why now
-                raise AssertionError(f"autellix serve exited ({proc.returncode}): {proc.stderr.read()[-3000:]}")
-            return s.health()["healthy"] == 2
-
-        eventually(up, 900, "two healthy engines")
         yield s
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        for pid in s.engine_pids().values():  # never leave engines behind, even on failure
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        stop_served(s)
 
 
 def test_chat_and_completions_stream_and_not(served: Served) -> None:
