@@ -6,6 +6,9 @@ Invariants:
 - Once `stop_all` has begun, nothing is (re)started: the monitor checks `stopping` under the same lock.
 - An engine that dies while serving is restarted on the same port and GPUs (with back-off) unless
   restarts are off; the gateway's health checks route around it meanwhile and take it back when up.
+- A dead engine's whole group is killed as soon as its death is seen (its engine core and workers
+  would otherwise keep the CPU, memory and ports during the back-off), and once the group is gone the
+  /dev/shm files it used are removed (autellix.engine.leftovers); the same after `stop_all`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autellix.engine.launch import start_engine, stop_engine
+from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use
 
 Report = Callable[[str], None]
 
@@ -37,6 +41,8 @@ class LocalEngine:
     next_restart: float = 0.0
     ready: bool = False
     started: float = field(default_factory=time.monotonic)
+    shm: set[str] = field(default_factory=set)
+    """/dev/shm files the current process group has used (removed once it is dead)."""
 
     @property
     def url(self) -> str:
@@ -114,11 +120,17 @@ class Supervisor:
         self._monitor.start()
 
     def _watch(self, interval: float) -> None:
+        ticks = 0
         while not self.stopping:
             time.sleep(interval)
+            ticks += 1
             with self._lock:
                 if self.stopping:
                     return
+                if ticks % 5 == 1:  # what the live engines map in /dev/shm, to clean up after them
+                    for engine in self.engines:
+                        if engine.proc is not None and engine.proc.poll() is None:
+                            engine.shm |= shm_in_use(group_pids(engine.proc.pid))
                 now = time.monotonic()
                 for engine in self.exited():
                     if engine.next_restart == 0.0:
@@ -126,19 +138,32 @@ class Supervisor:
                         self.report(f"engine-{engine.index} (port {engine.port}) exited with code "
                                     f"{engine.process.returncode}" + (f"; restarting in {delay:.0f}s"
                                                                    if delay is not None else ""))
+                        self._bury(engine)
                         engine.next_restart = now + delay if delay is not None else float("inf")
                     elif now >= engine.next_restart:
-                        _kill_group(engine.process)  # leftovers of the dead engine (its engine core)
                         engine.restarts += 1
                         engine.next_restart = 0.0
                         self._start(engine)
                         self.report(f"engine-{engine.index}: restarted (pid {engine.process.pid}, "
                                     f"restart {engine.restarts})")
 
+    def _bury(self, engine: LocalEngine) -> None:
+        """Kill what is left of a dead engine's group, wait until it is gone, remove its /dev/shm files."""
+        proc = engine.process
+        engine.shm |= shm_in_use(group_pids(proc.pid))
+        _kill_group(proc)
+        _wait_gone([proc.pid], 15.0)
+        removed = remove_unused(engine.shm)
+        engine.shm = set()
+        if removed:
+            self.report(f"engine-{engine.index}: removed {len(removed)} file(s) it left in /dev/shm")
+
     def stop_all(self) -> None:
         with self._lock:
             self.stopping = True
-            procs = [e.proc for e in self.engines if e.proc is not None]
+            started = [e for e in self.engines if e.proc is not None]
+            procs = [e.process for e in started]
+            shm: set[str] = set().union(*(e.shm | shm_in_use(group_pids(e.process.pid)) for e in started))
         threads = [threading.Thread(target=stop_engine, args=(p,)) for p in procs]
         for t in threads:
             t.start()
@@ -146,10 +171,15 @@ class Supervisor:
             t.join()
         for proc in procs:  # stop_engine skips a group whose leader already exited: end it too
             _kill_group(proc)
-        deadline = time.monotonic() + 15
-        for proc in procs:  # return only once every member (engine core, workers) is gone
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        _wait_gone([p.pid for p in procs], 15.0)  # every member (engine core, workers) is gone
+        remove_unused(shm)
+
+
+def _wait_gone(pgids: list[int], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    for pgid in pgids:
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def _group_alive(pgid: int) -> bool:

@@ -24,6 +24,8 @@ class Served:
         self.port, self.proc = port, proc
         self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
+        self.started_in = 0.0
+        """Seconds from `autellix serve` to every engine healthy."""
         self.client = httpx.Client(base_url=self.url, trust_env=False, timeout=120)
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -71,6 +73,7 @@ def start_served(engines: int, *args: str, vllm_args: tuple[str, ...] = ()) -> S
             "--port", str(port), "--engine-port", str(port + 1), *args]
     if vllm_args:
         argv += ["--", *vllm_args]
+    t0 = time.monotonic()
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                             start_new_session=True)
     s = Served(port, proc)
@@ -81,6 +84,7 @@ def start_served(engines: int, *args: str, vllm_args: tuple[str, ...] = ()) -> S
             return s.health()["healthy"] == engines
 
         eventually(up, 900, f"{engines} healthy engine(s)")
+        s.started_in = time.monotonic() - t0
     except BaseException:
         stop_served(s)
         raise

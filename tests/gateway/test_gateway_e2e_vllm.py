@@ -23,6 +23,7 @@ pytest.importorskip("vllm")
 from served_harness import Served, eventually, start_served, stop_served  # noqa: E402
 
 from autellix.client import Program  # noqa: E402
+from autellix.engine.leftovers import group_pids, shm_in_use  # noqa: E402
 
 LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > --long-prompt 64
 
@@ -195,10 +196,33 @@ def test_kill_engine_mid_run(served: Served) -> None:
     assert victim in seen
 
 
+def test_a_killed_api_server_restarts_in_time_and_leaves_nothing_in_dev_shm(served: Served) -> None:
+    """SIGKILL to one engine's API server only (its engine core and workers survive it), three times:
+    each time the engine is healthy again within twice the first start-up, and none of the /dev/shm
+    files the dead engine used is left."""
+    model = served.model()
+    restarts = sum("engine-0: restarted" in line for line in served.lines)
+    for kill in range(1, 4):
+        pid = served.engine_pids()[0]
+        used = shm_in_use(group_pids(pid))
+        assert any(p.startswith("/dev/shm/psm_") for p in used), used  # vLLM's segments are seen
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: sum("engine-0: restarted" in line for line in served.lines) == restarts + kill
+                   and served.health()["engines"][0]["healthy"], 600, f"restart {kill}")
+        took = time.monotonic() - t0
+        assert took <= 2 * served.started_in, (kill, took, served.started_in)
+        assert not [p for p in used if os.path.exists(p)], used
+        r = served.client.post("/v1/completions", json={"model": model, "prompt": "Hi", "max_tokens": 2})
+        assert r.status_code == 200
+
+
 def test_shutdown_leaves_no_orphans(served: Served) -> None:
     pids = served.engine_pids()
+    used = set().union(*(shm_in_use(group_pids(pid)) for pid in pids.values()))
     served.proc.send_signal(signal.SIGTERM)
     assert served.proc.wait(120) == 0
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # the whole process group (API server, engine core) is gone
+    assert used and not [p for p in used if os.path.exists(p)]  # nor anything they kept in /dev/shm

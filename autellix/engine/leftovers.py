@@ -1,0 +1,77 @@
+"""What a killed engine leaves behind in /dev/shm, and removing it (Linux; elsewhere these are no-ops).
+
+vLLM's engine core creates shared-memory segments (`psm_*`, its broadcast queues between the engine
+core and its workers) and Python multiprocessing semaphores (`sem.mp-*`). Their creator's
+multiprocessing resource tracker unlinks them on a clean exit, but the tracker lives in the engine's
+process group: when the group is killed (a crash, SIGKILL, a restart) nothing removes them, and each
+dead engine keeps hundreds of MB of /dev/shm.
+
+So whoever starts an engine records which /dev/shm files the engine's processes map or hold open while
+they live (`shm_in_use`), and once the whole group is gone removes those that no live process uses
+(`remove_unused`). Invariant: a file some live process maps or holds open is never removed, so another
+engine's segments are safe even if they were somehow recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+SHM = "/dev/shm/"
+_PROC = Path("/proc")
+
+
+def group_pids(pgid: int) -> list[int]:
+    """Live processes of process group `pgid` (the group leader may already be gone)."""
+    pids = []
+    for entry in _proc_pids():
+        try:
+            stat = (_PROC / str(entry) / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 2 and int(fields[2]) == pgid:
+            pids.append(entry)
+    return pids
+
+
+def shm_in_use(pids: Iterable[int]) -> set[str]:
+    """The /dev/shm files these processes map or hold open."""
+    found: set[str] = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in (_PROC / str(pid) / "maps").read_text().splitlines():
+                at = line.find(SHM)
+                if at >= 0:
+                    found.add(line[at:].removesuffix(" (deleted)"))
+        with contextlib.suppress(OSError):
+            for fd in (_PROC / str(pid) / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith(SHM):
+                        found.add(target.removesuffix(" (deleted)"))
+    return found
+
+
+def remove_unused(paths: Iterable[str]) -> list[str]:
+    """Unlink those of `paths` that still exist and no live process uses; returns what was removed."""
+    candidates = {p for p in paths if p.startswith(SHM) and os.path.exists(p)}
+    if not candidates:
+        return []
+    candidates -= shm_in_use(_proc_pids())
+    removed = []
+    for path in sorted(candidates):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            removed.append(path)
+    return removed
+
+
+def _proc_pids() -> list[int]:
+    try:
+        return [int(p.name) for p in _PROC.iterdir() if p.name.isdigit()]
+    except OSError:
+        return []
