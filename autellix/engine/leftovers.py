@@ -7,9 +7,11 @@ process group: when the group is killed (a crash, SIGKILL, a restart) nothing re
 dead engine keeps hundreds of MB of /dev/shm.
 
 So whoever starts an engine records which /dev/shm files the engine's processes map or hold open while
-they live (`shm_in_use`), and once the whole group is gone removes those that no live process uses
-(`remove_unused`). Invariant: a file some live process maps or holds open is never removed, so another
-engine's segments are safe even if they were somehow recorded.
+they live (`shm_in_use`), and the multiprocessing files (`psm_*`, `sem.mp-*`) that appeared while it ran
+(`shm_names` before and after: some semaphores are opened only for a moment during start-up), and once
+the whole group is gone removes those that no live process uses (`remove_unused`). Invariant: a file
+some live process maps or holds open is never removed, so another engine's segments are safe even if
+they were recorded too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 SHM = "/dev/shm/"
+PATTERNS = ("psm_", "sem.mp-")
+"""Files Python's multiprocessing creates (shared_memory segments, named semaphores)."""
 _PROC = Path("/proc")
 
 
@@ -54,6 +58,14 @@ def shm_in_use(pids: Iterable[int]) -> set[str]:
                     if target.startswith(SHM):
                         found.add(target.removesuffix(" (deleted)"))
     return found
+
+
+def shm_names() -> set[str]:
+    """The multiprocessing files in /dev/shm now (full paths)."""
+    try:
+        return {SHM + n for n in os.listdir(SHM) if n.startswith(PATTERNS)}
+    except OSError:
+        return set()
 
 
 def remove_unused(paths: Iterable[str]) -> list[str]:

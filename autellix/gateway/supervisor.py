@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autellix.engine.launch import start_engine, stop_engine
-from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use
+from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use, shm_names
 
 Report = Callable[[str], None]
 
@@ -43,6 +43,8 @@ class LocalEngine:
     started: float = field(default_factory=time.monotonic)
     shm: set[str] = field(default_factory=set)
     """/dev/shm files the current process group has used (removed once it is dead)."""
+    shm_before: set[str] = field(default_factory=set)
+    """The multiprocessing files in /dev/shm when it started (files that appear later may be its)."""
 
     @property
     def url(self) -> str:
@@ -98,6 +100,7 @@ class Supervisor:
 
     def _start(self, engine: LocalEngine) -> None:
         env = {} if engine.gpus is None else {"CUDA_VISIBLE_DEVICES": engine.gpus}
+        engine.shm_before = shm_names()
         engine.proc = start_engine(self.model, self.policy, engine.port, log=engine.log, env=env,
                                    **self.engine_kwargs)
         engine.started, engine.ready = time.monotonic(), False
@@ -153,7 +156,7 @@ class Supervisor:
         engine.shm |= shm_in_use(group_pids(proc.pid))
         _kill_group(proc)
         _wait_gone([proc.pid], 15.0)
-        removed = remove_unused(engine.shm)
+        removed = remove_unused(engine.shm | (shm_names() - engine.shm_before))
         engine.shm = set()
         if removed:
             self.report(f"engine-{engine.index}: removed {len(removed)} file(s) it left in /dev/shm")
@@ -164,6 +167,7 @@ class Supervisor:
             started = [e for e in self.engines if e.proc is not None]
             procs = [e.process for e in started]
             shm: set[str] = set().union(*(e.shm | shm_in_use(group_pids(e.process.pid)) for e in started))
+            before = set.intersection(*(e.shm_before for e in started)) if started else set()
         threads = [threading.Thread(target=stop_engine, args=(p,)) for p in procs]
         for t in threads:
             t.start()
@@ -172,7 +176,7 @@ class Supervisor:
         for proc in procs:  # stop_engine skips a group whose leader already exited: end it too
             _kill_group(proc)
         _wait_gone([p.pid for p in procs], 15.0)  # every member (engine core, workers) is gone
-        remove_unused(shm)
+        remove_unused(shm | (shm_names() - before) if started else shm)
 
 
 def _wait_gone(pgids: list[int], timeout: float) -> None:

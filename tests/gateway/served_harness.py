@@ -25,6 +25,8 @@ class Served:
         self.url = f"http://127.0.0.1:{port}"
         self.lines: list[str] = []
         self.started_in = 0.0
+        self.shm_before: set[str] = set()
+        """The multiprocessing files in /dev/shm before `autellix serve` started."""
         """Seconds from `autellix serve` to every engine healthy."""
         self.client = httpx.Client(base_url=self.url, trust_env=False, timeout=120)
         threading.Thread(target=self._read, daemon=True).start()
@@ -73,10 +75,14 @@ def start_served(engines: int, *args: str, vllm_args: tuple[str, ...] = ()) -> S
             "--port", str(port), "--engine-port", str(port + 1), *args]
     if vllm_args:
         argv += ["--", *vllm_args]
+    from autellix.engine.leftovers import shm_names
+
+    shm_before = shm_names()
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
                             start_new_session=True)
     s = Served(port, proc)
+    s.shm_before = shm_before
     try:
         def up() -> bool:
             if proc.poll() is not None:  # serve gave up (e.g. an engine failed to start): say why now

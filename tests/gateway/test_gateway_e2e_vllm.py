@@ -23,7 +23,7 @@ pytest.importorskip("vllm")
 from served_harness import Served, eventually, start_served, stop_served  # noqa: E402
 
 from autellix.client import Program  # noqa: E402
-from autellix.engine.leftovers import group_pids, shm_in_use  # noqa: E402
+from autellix.engine.leftovers import group_pids, shm_in_use, shm_names  # noqa: E402
 
 LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > --long-prompt 64
 
@@ -225,4 +225,5 @@ def test_shutdown_leaves_no_orphans(served: Served) -> None:
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # the whole process group (API server, engine core) is gone
-    assert used and not [p for p in used if os.path.exists(p)]  # nor anything they kept in /dev/shm
+    assert used and not [p for p in used if os.path.exists(p)]  # nor anything they kept in /dev/shm,
+    assert shm_names() <= served.shm_before  # nor anything any engine of this module ever left there
