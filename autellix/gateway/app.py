@@ -7,6 +7,7 @@ Routes:
   GET    /v1/programs                            the caller's live programs (paged: ?limit=, ?after=)
   GET    /v1/programs/{id}                       its process-table entry
   DELETE /v1/programs/{id}                       end it
+  POST   /v1/admin/engines                       {"engines": N}: scale the engines (Ray only)
   GET    /health                                 200 while at least one engine is healthy, else 503
   GET    /metrics                                Prometheus text
   *      anything else                           passed through untouched to a healthy engine
@@ -19,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -37,6 +39,9 @@ from autellix.gateway.proxy import Proxy, parse_json_object
 from autellix.gateway.sessions import ProgramIdTaken, Sessions
 from autellix.programs import Program, UnknownProgram
 
+if TYPE_CHECKING:
+    from autellix.gateway.ray_engines import RayEngines
+
 log = logging.getLogger("autellix.gateway")
 Handler = Callable[[Request], Awaitable[ASGIApp]]
 
@@ -44,8 +49,9 @@ Handler = Callable[[Request], Awaitable[ASGIApp]]
 class Gateway:
     """Shared state of one gateway process and its route handlers."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, ray_engines: RayEngines | None = None) -> None:
         self.config = config
+        self.ray_engines = ray_engines
         self.keys = KeyChecker(config.api_keys)
         balancer = (Locality(config.long_prompt) if config.balancer == "locality"
                     else make_balancer(config.balancer))
@@ -82,6 +88,8 @@ class Gateway:
         log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
         tasks = [asyncio.create_task(self.pool.run_health_loop()),
                  asyncio.create_task(self.sessions.run_expiry_loop())]
+        if self.ray_engines is not None:
+            tasks.append(asyncio.create_task(self.ray_engines.run(self.pool)))
         try:
             yield
         finally:
@@ -137,10 +145,23 @@ class Gateway:
         self.sessions.end(request.path_params["id"], owner)
         return JSONResponse({**entry, "deleted": True})
 
+    async def scale_engines(self, request: Request) -> Response:
+        """`{"engines": N}`: add engines (they take calls once healthy) or retire the last ones."""
+        self.keys.owner(request.headers)
+        if self.ray_engines is None:
+            raise GatewayError(400, "scaling needs engines placed by Ray (`autellix serve --ray`); "
+                                    "restart `autellix serve --engines N` instead")
+        body = parse_json_object(await request.body())
+        n = body.get("engines")
+        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 1024:
+            raise GatewayError(400, f"engines: must be an integer from 1 to 1024, got {n!r:.40}")
+        await self.ray_engines.scale(self.pool, n)
+        return JSONResponse({"engines": self.ray_engines.count, "healthy": self.pool.healthy_count})
+
     async def health(self, request: Request) -> Response:
         up = self.pool.healthy_count
         engines = [{"name": e.name, "url": e.url, "healthy": e.load.healthy, "active": e.load.active,
-                    "error": e.last_error} for e in self.pool.engines]
+                    "error": e.last_error} for e in self.pool.engines if not e.retired]
         return JSONResponse({"status": "ok" if up else "unavailable", "healthy": up,
                              "engines": engines}, status_code=200 if up else 503)
 
@@ -167,9 +188,10 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def create_app(config: GatewayConfig) -> Starlette:
-    """Build the gateway app; `app.state.gateway` holds its state (pool, sessions, metrics)."""
-    gw = Gateway(config)
+def create_app(config: GatewayConfig, ray_engines: RayEngines | None = None) -> Starlette:
+    """Build the gateway app; `app.state.gateway` holds its state (pool, sessions, metrics).
+    `ray_engines`: engines placed by Ray, whose addresses the gateway follows (config.dynamic_engines)."""
+    gw = Gateway(config, ray_engines)
     routes = [
         Route("/v1/chat/completions", _guard(gw.chat), methods=["POST"]),
         Route("/v1/completions", _guard(gw.completions), methods=["POST"]),
@@ -177,6 +199,7 @@ def create_app(config: GatewayConfig) -> Starlette:
         Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.end_program), methods=["DELETE"]),
+        Route("/v1/admin/engines", _guard(gw.scale_engines), methods=["POST"]),
         Route("/health", gw.health, methods=["GET"]),
         Route("/metrics", gw.metrics_text, methods=["GET"]),
         Route("/{path:path}", _guard(gw.passthrough),

