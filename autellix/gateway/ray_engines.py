@@ -51,6 +51,7 @@ class EngineActor:
         self.proc = start_engine(model, policy, self.port, host=self.host, log=log_dir / f"engine-{index}.log",
                                  env=env, die_with_parent=True, **engine_kwargs)
         self.shm: set[str] = set()
+        self.stopping = False
         threading.Thread(target=self._watch, daemon=True, name="autellix-engine-watch").start()
 
     def address(self) -> str:
@@ -67,7 +68,8 @@ class EngineActor:
         return ray.get_runtime_context().get_node_id()
 
     def stop(self) -> None:
-        """A clean stop (scale-down): the whole group, then its /dev/shm files."""
+        """A clean stop (scale-down, shutdown): the whole group, then its /dev/shm files."""
+        self.stopping = True
         self.shm |= shm_in_use(group_pids(self.proc.pid))
         stop_engine(self.proc)
         self._clean()
@@ -79,6 +81,8 @@ class EngineActor:
             ticks += 1
             if ticks % 5 == 1:
                 self.shm |= shm_in_use(group_pids(self.proc.pid))
+        if self.stopping:
+            return
         self.shm |= shm_in_use(group_pids(self.proc.pid))
         self._clean()
         log.warning("engine-%d exited with code %s; the actor exits so that Ray restarts it",
