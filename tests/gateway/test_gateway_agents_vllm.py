@@ -66,30 +66,47 @@ def new_programs(served: Served, before: dict[str, dict[str, Any]]) -> list[dict
 
 
 def test_openai_sdk_tool_loop(served: Served) -> None:
+    """A forced tool call (one run streams it), its result, an answer, a streamed follow-up."""
     import openai
 
     client = openai.OpenAI(base_url=served.url + "/v1", api_key="none", max_retries=0)
     model = served.model()
 
-    def run(city: str) -> int:
+    def forced_tool_call(messages: list[Any], stream: bool) -> Any:
+        """The model's tool call, as the SDK returns it or (streamed) as a client assembles it."""
+        kwargs = {"model": model, "messages": messages, "tools": [WEATHER], "tool_choice": "required",
+                  "max_tokens": 100, "temperature": 0}
+        if not stream:
+            return client.chat.completions.create(**kwargs).choices[0].message
+        calls: dict[int, dict[str, Any]] = {}
+        for chunk in client.chat.completions.create(stream=True, **kwargs):
+            for delta in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+                call = calls.setdefault(delta.index, {"id": "", "type": "function",
+                                                      "function": {"name": "", "arguments": ""}})
+                call["id"] = delta.id or call["id"]
+                call["function"]["name"] += (delta.function and delta.function.name) or ""
+                call["function"]["arguments"] += (delta.function and delta.function.arguments) or ""
+        return {"role": "assistant", "content": None, "tool_calls": list(calls.values())}
+
+    def run(city: str, stream: bool) -> int:
         messages: list[Any] = [{"role": "system", "content": SYSTEM},
                                {"role": "user", "content": f"What is the weather in {city}?"}]
-        first = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER],
-                                               tool_choice="required", max_tokens=100, temperature=0)
-        message = first.choices[0].message
-        assert message.tool_calls, message  # vLLM's hermes parser turned the model's call into tool_calls
-        messages.append(message)  # the SDK's own object, as its docs do
-        messages += [{"role": "tool", "tool_call_id": c.id, "content": "sunny, 21 C"} for c in message.tool_calls]
+        message = forced_tool_call(messages, stream)
+        calls = message["tool_calls"] if stream else message.tool_calls
+        assert calls, message  # vLLM's hermes parser turned the model's call into tool_calls
+        messages.append(message)  # the SDK's own object, as its docs do (or the assembled stream)
+        messages += [{"role": "tool", "tool_call_id": c["id"] if stream else c.id, "content": "sunny, 21 C"}
+                     for c in calls]
         second = client.chat.completions.create(model=model, messages=messages, tools=[WEATHER],
                                                 max_tokens=16, temperature=0)
         messages += [second.choices[0].message, {"role": "user", "content": "And tomorrow?"}]
-        stream = client.chat.completions.create(model=model, messages=messages, max_tokens=8, stream=True)
-        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        stream_ = client.chat.completions.create(model=model, messages=messages, max_tokens=8, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream_ if c.choices)
         return 3
 
     before = programs(served)
     with ThreadPoolExecutor(2) as pool:
-        calls = list(pool.map(run, ["Paris", "Rome"]))
+        calls = list(pool.map(run, ["Paris", "Rome"], [False, True]))
     made = new_programs(served, before)
     assert [(p["source"], p["completed_calls"]) for p in made] == [("inferred", n) for n in calls]
 

@@ -3,8 +3,9 @@
 
 One engine per worker node (each node offers 1 CPU, each engine asks for 1), so two engines are on
 two different nodes. In order: programs run end to end; scaling 1 -> 2 engines while serving, the new
-one takes calls soon after it is healthy; the first engine's API server is SIGKILLed and Ray restarts
-it (a new actor incarnation, a new address) while calls keep succeeding on the other.
+one takes calls soon after it is healthy; the first engine's API server is SIGKILLed three times and
+Ray restarts it each time (a new actor incarnation, a new address) while calls keep succeeding on the
+other.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ray = pytest.importorskip("ray")
 from fake_engine import ServerThread  # noqa: E402
 from served_harness import eventually  # noqa: E402
 
+from autellix.engine.leftovers import group_pids, shm_in_use  # noqa: E402
 from autellix.gateway import GatewayConfig, create_app  # noqa: E402
 from autellix.gateway.ray_engines import RayEngines  # noqa: E402
 
@@ -33,6 +35,8 @@ class RayServed:
     def __init__(self, engines: RayEngines, gateway: ServerThread) -> None:
         self.engines, self.gateway = engines, gateway
         self.client = httpx.Client(base_url=gateway.url, trust_env=False, timeout=120)
+        self.started_in = 0.0
+        """Seconds from creating the first engine's actor to that engine healthy."""
 
     def healthy(self) -> list[bool]:
         return [e["healthy"] for e in self.client.get("/health").json()["engines"]]
@@ -61,12 +65,14 @@ def served() -> Iterator[RayServed]:
     ray.init(address=cluster.address, namespace="autellix-test", log_to_driver=False)
     engines = RayEngines(cluster.address, str(model), "autellix",
                          {"max_num_seqs": 4, "eager": True, "extra": []}, cpus=1.0, interval=1.0)
+    t0 = time.monotonic()
     engines.start(1)
     gateway = ServerThread(create_app(GatewayConfig(engines=(), dynamic_engines=True, health_interval=0.5),
                                       engines)).start()
     s = RayServed(engines, gateway)
     try:
         eventually(lambda: s.healthy() == [True], 600, "the first engine on Ray")
+        s.started_in = time.monotonic() - t0
         yield s
     finally:
         pids = [p for p in _quietly(s.pids) or [] if p]
@@ -120,13 +126,23 @@ def test_scaling_to_two_engines_while_serving(served: RayServed) -> None:
 
 
 def test_a_killed_engine_is_restarted_by_ray_and_rejoins(served: RayServed) -> None:
-    before = served.client.get("/health").json()["engines"][0]["url"]
-    os.kill(served.pids()[0], signal.SIGKILL)
-    eventually(lambda: not served.healthy()[0], 30, "the gateway to see engine-0 down")
-    while not served.healthy()[0]:  # meanwhile every call succeeds, on the other engine
-        r = served.complete()
-        assert r.headers["x-autellix-engine"] == "engine-1"
-        time.sleep(1)
-    assert served.client.get("/health").json()["engines"][0]["url"] != before  # a new incarnation
-    eventually(lambda: served.complete().status_code == 200 and "engine-0" in {
-        served.complete().headers["x-autellix-engine"] for _ in range(6)}, 120, "engine-0 to take calls")
+    """SIGKILL to engine-0's API server, three times: Ray restarts it (a new actor incarnation at a new
+    address) within twice its first start-up, every call meanwhile succeeds on engine-1, and none of the
+    /dev/shm files the dead engine used is left."""
+    for kill in range(3):
+        before = served.client.get("/health").json()["engines"][0]["url"]
+        pid = served.pids()[0]
+        used = shm_in_use(group_pids(pid))
+        assert any(p.startswith("/dev/shm/psm_") for p in used), used
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        eventually(lambda: not served.healthy()[0], 30, "the gateway to see engine-0 down")
+        while not served.healthy()[0]:  # meanwhile every call succeeds, on the other engine
+            assert served.complete().headers["x-autellix-engine"] == "engine-1"
+            time.sleep(1)
+        took = time.monotonic() - t0
+        assert took <= 2 * served.started_in, (kill, took, served.started_in)
+        assert served.client.get("/health").json()["engines"][0]["url"] != before  # a new incarnation
+        assert not [p for p in used if os.path.exists(p)], used
+        eventually(lambda: "engine-0" in {served.complete().headers["x-autellix-engine"] for _ in range(6)},
+                   120, "engine-0 to take calls")
