@@ -16,8 +16,6 @@ import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -155,20 +153,14 @@ def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: li
                       restart=not args.no_restart, report=lambda m: print(m, file=sys.stderr, flush=True))
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def _wait_local(supervisor: Supervisor, timeout: float) -> None:
     """Block until every local engine is healthy, printing progress; fail fast if one exits."""
+    from autellix.gateway.supervisor import answers_health
+
     t0, last, tty = time.monotonic(), "", sys.stderr.isatty()
     while True:
         for engine in supervisor.engines:
-            engine.ready = engine.ready or _healthy(engine.url)
+            engine.ready = engine.ready or answers_health(engine.url)
         dead = supervisor.exited()
         if dead:
             e = dead[0]
@@ -195,10 +187,12 @@ def _wait_local(supervisor: Supervisor, timeout: float) -> None:
 def _wait_attached(urls: list[str], timeout: float = 10.0) -> None:
     """Attached engines are not ours to wait for long: warn about those down; the gateway's health
     checks add them as soon as they answer."""
+    from autellix.gateway.supervisor import answers_health
+
     deadline = time.monotonic() + timeout
     down = list(urls)
     while down and time.monotonic() < deadline:
-        down = [u for u in down if not _healthy(u)]
+        down = [u for u in down if not answers_health(u)]
         if down:
             time.sleep(0.5)
     for url in down:

@@ -4,8 +4,9 @@ Invariants:
 - Every engine runs in its own process group (autellix.engine.launch.start_engine), and `stop_all` ends
   each whole group (API server, engine core, workers): no orphans after a clean shutdown.
 - Once `stop_all` has begun, nothing is (re)started: the monitor checks `stopping` under the same lock.
-- An engine that dies while serving is restarted on the same port and GPUs (with back-off) unless
-  restarts are off; the gateway's health checks route around it meanwhile and take it back when up.
+- An engine that dies is restarted on the same port and GPUs unless restarts are off: at once if it
+  had become healthy (it was serving: not a crash loop), else after a back-off (5 s doubling to 60 s
+  over consecutive failed starts). The gateway routes around it meanwhile and takes it back when up.
 - A dead engine's whole group is killed as soon as its death is seen (its engine core and workers
   would otherwise keep the CPU, memory and ports during the back-off), and once the group is gone the
   /dev/shm files it used are removed (autellix.engine.leftovers); the same after `stop_all`.
@@ -20,6 +21,8 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +41,8 @@ class LocalEngine:
     log: Path
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    failed_starts: int = 0
+    """Consecutive incarnations that died before they were healthy (the back-off grows with it)."""
     next_restart: float = 0.0
     ready: bool = False
     started: float = field(default_factory=time.monotonic)
@@ -132,14 +137,18 @@ class Supervisor:
             with self._lock:
                 if self.stopping:
                     return
-                if ticks % 5 == 1:  # what the live engines map in /dev/shm, to clean up after them
+                if ticks % 5 == 1:  # health, and what live engines map in /dev/shm (to clean up after them)
                     for engine in self.engines:
                         if engine.proc is not None and engine.proc.poll() is None:
+                            engine.ready = engine.ready or answers_health(engine.url)
                             engine.shm |= shm_in_use(group_pids(engine.proc.pid))
                 now = time.monotonic()
                 for engine in self.exited():
                     if engine.next_restart == 0.0:
-                        delay = min(60.0, 5.0 * 2 ** engine.restarts) if self.restart else None
+                        engine.failed_starts = 0 if engine.ready else engine.failed_starts + 1
+                        delay = (None if not self.restart else
+                                 0.0 if not engine.failed_starts else
+                                 min(60.0, 5.0 * 2 ** (engine.failed_starts - 1)))
                         self.report(f"engine-{engine.index} (port {engine.port}) exited with code "
                                     f"{engine.process.returncode}" + (f"; restarting in {delay:.0f}s"
                                                                    if delay is not None else ""))
@@ -186,6 +195,15 @@ def _wait_gone(pgids: list[int], timeout: float) -> None:
     for pgid in pgids:
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+
+def answers_health(url: str) -> bool:
+    """The engine answers GET /health with 200 now."""
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def _group_alive(pgid: int) -> bool:
