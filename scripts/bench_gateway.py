@@ -17,8 +17,12 @@ calls alternate between them. Prints the p50 latency of each (and their differen
 inference) and the calls/s of each at --concurrency connections. Targets (issue 16): p50 overhead with
 inference on <= 1 ms more than off; throughput within 10% of off.
 
+Shared program state (issue 18; needs Ray, `--no-ray` skips it): a gateway replica whose process
+table is shared through a ProgramStore actor (as under `autellix serve --ray`) against a plain gateway,
+one call at a time on one program, blocks alternating; prints the p50 each adds over the upstream.
+
     .venv/bin/python scripts/bench_gateway.py [--calls 2000] [--seconds 10] [--concurrency 32]
-                                              [--history-tokens 32768]
+                                              [--history-tokens 32768] [--no-ray]
 """
 
 from __future__ import annotations
@@ -103,7 +107,8 @@ def history_bodies(tokens: int) -> tuple[bytes, bytes]:
     return json.dumps(first).encode(), json.dumps(nxt).encode()
 
 
-def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True) -> None:
+def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True,
+                ray_address: str | None = None) -> None:
     import logging
 
     import uvicorn
@@ -113,8 +118,17 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     from autellix.policy.config import PolicyConfig
 
     logging.getLogger("autellix.gateway").setLevel(logging.WARNING)
+    policy = PolicyConfig(table_ttl=ttl)
+    shared = None
+    if ray_address:
+        import ray
+
+        from autellix.gateway.program_store import SharedPrograms
+
+        ray.init(address=ray_address, namespace="autellix-bench", log_to_driver=False)
+        shared = SharedPrograms.connect(policy)
     app = create_app(GatewayConfig(engines=(upstream,), health_interval=1.0, infer_programs=infer,
-                                   policy=PolicyConfig(table_ttl=ttl)))
+                                   policy=policy), shared=shared)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False,
                 loop="uvloop" if _has("uvloop") else "asyncio",
                 http="httptools" if _has("httptools") else "h11", backlog=2048,
@@ -233,23 +247,54 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def start_processes(ttl: float = 600.0, infer: tuple[str, ...] = ("on",)) -> tuple[int, list[int], list[subprocess.Popen]]:
-    """Start the fake upstream and one gateway process per `infer` setting; returns the upstream's
-    port, the gateways' ports and the processes."""
+def start_processes(ttl: float = 600.0, infer: tuple[str, ...] = ("on",),
+                    ray_address: str | None = None) -> tuple[int, list[int], list[subprocess.Popen]]:
+    """Start the fake upstream and one gateway process per `infer` setting (with `ray_address`: the
+    last one shares its process table through Ray); returns the upstream's port, the gateways' ports
+    and the processes."""
     up_port = free_port()
     me = str(Path(__file__).resolve())
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([sys.executable, me, "--serve-upstream", str(up_port)], env=env)]
     wait_port(up_port)
     ports = []
-    for setting in infer:
+    for i, setting in enumerate(infer):
         ports.append(free_port())
+        shared = ["--ray-address", ray_address] if ray_address and i == len(infer) - 1 else []
         procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(ports[-1]), "--ttl", str(ttl),
-                                       "--infer", setting, "--upstream-url", f"http://127.0.0.1:{up_port}"],
-                                      env=env))
-        wait_port(ports[-1])
+                                       "--infer", setting, "--upstream-url", f"http://127.0.0.1:{up_port}",
+                                       *shared], env=env))
+        wait_port(ports[-1], timeout=120)
     time.sleep(1.5)  # first health probe done
     return up_port, ports, procs
+
+
+def shared_state_cost(calls: int) -> list[str]:
+    """A plain gateway against one sharing its table through a ProgramStore actor (module doc)."""
+    import ray
+
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        up_port, ports, procs = start_processes(infer=("on", "on"), ray_address=ray.get_runtime_context().gcs_address)
+        try:
+            direct: list[float] = []
+            lat: dict[str, list[float]] = {"plain": [], "shared": []}
+            for _ in range(3):
+                direct += asyncio.run(latencies(up_port, calls // 6))
+                for name, port in zip(("plain", "shared"), ports, strict=True):
+                    lat[name] += asyncio.run(latencies(port, calls // 6, "x-program-id: seq\r\n"))
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=10)
+    finally:
+        ray.shutdown()
+    d50 = statistics.median(direct)
+    plain, shared = (statistics.median(lat[k]) - d50 for k in ("plain", "shared"))
+    return ["shared program state (a ProgramStore Ray actor, one local Ray node), one call at a time:",
+            f"  p50 overhead: single gateway {plain * 1e3:.3f} ms, replica with the shared table "
+            f"{shared * 1e3:.3f} ms (+{(shared - plain) * 1e3:.3f} ms: one awaited pull, one pushed call)"]
 
 
 def inference_cost(ports: dict[str, int], tokens: int, calls: int, concurrency: int,
@@ -287,8 +332,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--history-tokens", type=int, default=32768,
                         help="program inference run: tokens of history per call (0: skip it)")
+    parser.add_argument("--no-ray", action="store_true", help="skip the shared program state run")
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--infer", default="on", help=argparse.SUPPRESS)
+    parser.add_argument("--ray-address", help=argparse.SUPPRESS)
     parser.add_argument("--serve-gateway", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream-url", help=argparse.SUPPRESS)
     parser.add_argument("--ttl", type=float, default=600.0, help=argparse.SUPPRESS)
@@ -297,7 +344,7 @@ def main() -> int:
         run_upstream(args.serve_upstream)
         return 0
     if args.serve_gateway:
-        run_gateway(args.serve_gateway, args.upstream_url, args.ttl, args.infer == "on")
+        run_gateway(args.serve_gateway, args.upstream_url, args.ttl, args.infer == "on", args.ray_address)
         return 0
 
     _use_uvloop()
@@ -336,6 +383,8 @@ def main() -> int:
                 p.terminate()
             for p in procs:
                 p.wait(timeout=10)
+    if not args.no_ray and _has("ray"):
+        print("\n".join(shared_state_cost(args.calls)))
     return 0 if failed == 0 else 1
 
 

@@ -40,6 +40,7 @@ from autellix.gateway.sessions import ProgramIdTaken, Sessions
 from autellix.programs import Program, UnknownProgram
 
 if TYPE_CHECKING:
+    from autellix.gateway.program_store import SharedPrograms
     from autellix.gateway.ray_engines import RayEngines
 
 log = logging.getLogger("autellix.gateway")
@@ -49,7 +50,8 @@ Handler = Callable[[Request], Awaitable[ASGIApp]]
 class Gateway:
     """Shared state of one gateway process and its route handlers."""
 
-    def __init__(self, config: GatewayConfig, ray_engines: RayEngines | None = None) -> None:
+    def __init__(self, config: GatewayConfig, ray_engines: RayEngines | None = None,
+                 shared: SharedPrograms | None = None) -> None:
         self.config = config
         self.ray_engines = ray_engines
         self.keys = KeyChecker(config.api_keys)
@@ -57,7 +59,7 @@ class Gateway:
                     else make_balancer(config.balancer))
         self.pool = EnginePool(config.engines, balancer, config.health_interval,
                                config.health_timeout, config.metrics_interval)
-        self.sessions = Sessions(config.policy)
+        self.sessions = Sessions(config.policy, shared=shared)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
         self.sessions.on_end = self._program_ended
         self.conversations = (ConversationIndex(config.policy.table_ttl) if config.infer_programs
@@ -137,6 +139,7 @@ class Gateway:
 
     async def get_program(self, request: Request) -> Response:
         owner = self.keys.owner(request.headers)
+        await self.sessions.pull(request.path_params["id"], owner, create=False)
         return JSONResponse(self._describe(self.sessions.lookup(request.path_params["id"], owner)))
 
     async def end_program(self, request: Request) -> Response:
@@ -188,10 +191,12 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def create_app(config: GatewayConfig, ray_engines: RayEngines | None = None) -> Starlette:
+def create_app(config: GatewayConfig, ray_engines: RayEngines | None = None,
+               shared: SharedPrograms | None = None) -> Starlette:
     """Build the gateway app; `app.state.gateway` holds its state (pool, sessions, metrics).
-    `ray_engines`: engines placed by Ray, whose addresses the gateway follows (config.dynamic_engines)."""
-    gw = Gateway(config, ray_engines)
+    `ray_engines`: engines placed by Ray, whose addresses the gateway follows (config.dynamic_engines);
+    `shared`: the process table shared with other replicas (autellix.gateway.program_store)."""
+    gw = Gateway(config, ray_engines, shared)
     routes = [
         Route("/v1/chat/completions", _guard(gw.chat), methods=["POST"]),
         Route("/v1/completions", _guard(gw.completions), methods=["POST"]),

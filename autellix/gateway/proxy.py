@@ -208,6 +208,7 @@ class Proxy:
             body["stream_options"] = {**options, "include_usage": True}
         prompt_tokens = estimate_prompt_tokens(body, self.chars_per_token)
         try:
+            await self.sessions.pull(identity.program_id, owner)
             call = self.sessions.begin_call(identity, owner, prompt_tokens)
         except BaseException:
             if inference is not None:

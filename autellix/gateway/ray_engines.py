@@ -10,9 +10,11 @@ our scheduler must be given as `--scheduler-cls` to vLLM's own server anyway. An
   engine dies the actor kills what is left of its group, removes its /dev/shm files and exits, so Ray
   restarts the actor, which starts a fresh engine (possibly on another node). The engine's leader dies
   with the actor (PR_SET_PDEATHSIG), so a killed actor leaves no engine behind.
-- `RayEngines` (in the gateway process): creates the actors, learns each one's address from Ray every
-  `interval` seconds and moves the gateway's pool entry there (the health loop then takes it back once
-  it answers), and scales: `POST /v1/admin/engines {"engines": N}` adds actors or retires the last ones.
+- `RayEngines` (in each gateway replica): creates the actors (named `autellix-engine-<i>`, detached,
+  so they outlive the replica that made them) or, for a further replica, finds them by name; learns
+  each one's address from Ray every `interval` seconds and moves the gateway's pool entry there (the
+  health loop then takes it back once it answers); and scales: `POST /v1/admin/engines {"engines": N}`
+  adds actors or retires the last ones, and the other replicas follow by name.
 Invariant: pool index i is always actor i; a retired index is never reused.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -33,6 +36,7 @@ from autellix.gateway.engines import EnginePool
 
 log = logging.getLogger("autellix.ray")
 NAMESPACE = "autellix"
+_NAME = re.compile(r"autellix-engine-(\d+)$")
 
 
 class EngineActor:
@@ -113,6 +117,8 @@ class RayEngines:
 
         if not ray.is_initialized():
             ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        self.owner = False
+        """This replica started engines, so it stops them all at its clean shutdown."""
         self.model, self.policy, self.engine_kwargs = model, policy, engine_kwargs
         self.cpus, self.gpus = cpus, gpus
         self.env = {k: v for k, v in os.environ.items() if k.startswith(("AUTELLIX_", "VLLM_", "HF_"))}
@@ -123,11 +129,27 @@ class RayEngines:
         """Index i: engine i's actor, or None once retired."""
 
     def start(self, n: int) -> None:
+        self.owner = self.owner or n > 0
         for _ in range(n):
             index = len(self.actors)
             self.actors.append(self.actor_cls.options(
-                name=f"engine-{index}-{os.getpid()}", num_cpus=self.cpus, num_gpus=self.gpus).remote(
+                name=f"autellix-engine-{index}", lifetime="detached", get_if_exists=True,
+                num_cpus=self.cpus, num_gpus=self.gpus).remote(
                 index, self.model, self.policy, self.engine_kwargs, self.env))
+
+    def discover(self) -> None:
+        """Follow the engines other replicas started or retired (by their names in the namespace)."""
+        import ray
+
+        live = {int(m.group(1)) for name in ray.util.list_named_actors()
+                if (m := _NAME.match(name if isinstance(name, str) else name["name"]))}
+        while len(self.actors) <= max(live, default=-1):
+            self.actors.append(None)
+        for index in range(len(self.actors)):
+            if index in live and self.actors[index] is None:
+                self.actors[index] = ray.get_actor(f"autellix-engine-{index}")
+            elif index not in live:
+                self.actors[index] = None
 
     @property
     def count(self) -> int:
@@ -158,10 +180,17 @@ class RayEngines:
             ray.kill(actor, no_restart=True)
 
     async def run(self, pool: EnginePool) -> None:
-        """Keep the pool's addresses in step with the actors (module doc)."""
-        while len(pool.engines) < len(self.actors):
-            pool.add()
+        """Keep the pool's engines and addresses in step with the actors (module doc)."""
         while True:
+            try:
+                await asyncio.to_thread(self.discover)
+            except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
+                log.warning("cannot list the engine actors: %s", exc)
+            while len(pool.engines) < len(self.actors):
+                pool.add()
+            for index, actor in enumerate(self.actors):
+                if actor is None and not pool.engines[index].retired:
+                    pool.retire(pool.engines[index])
             await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
             await asyncio.sleep(self.interval)
 
@@ -173,8 +202,12 @@ class RayEngines:
         pool.move(pool.engines[index], url)
 
     def shutdown(self) -> None:
+        """Stop every engine if this replica started them; a replica that found them leaves them."""
         import ray
 
+        if not self.owner:
+            self.actors = []
+            return
         for actor in self.actors:
             if actor is not None:
                 try:

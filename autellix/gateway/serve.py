@@ -214,14 +214,15 @@ def engine_resources(vllm_args: list[str], gpu_build: bool) -> tuple[float, floa
 
 def _serve_on_ray(args: argparse.Namespace) -> int:
     from autellix.engine.launch import on_cpu_build
+    from autellix.gateway.program_store import SharedPrograms
     from autellix.gateway.ray_engines import RayEngines
     from autellix.model import resolve_model
 
     if args.engine_url:
         raise ValueError("--ray: engines come from Ray; drop --engine-url")
-    n = args.engines if args.engines is not None else 1
-    if n < 1:
-        raise ValueError("--engines: need at least one engine")
+    n = args.engines if args.engines is not None else 1  # 0: a further replica, using the engines there
+    if n < 0:
+        raise ValueError("--engines: must be >= 0")
     config = gateway_config(args, [], dynamic=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _terminate)
@@ -233,8 +234,10 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
           f"{cpus:g} CPU and {gpus:g} GPU each", file=sys.stderr, flush=True)
     engines = RayEngines(args.ray or None, str(model), args.policy, kwargs, cpus=cpus, gpus=gpus)
     try:
-        engines.start(n)
-        return _run_gateway(config, args.host, args.port, engines)
+        engines.discover()  # engines another replica of this deployment started, if any
+        engines.start(max(0, n - engines.count))  # --engines N: at least N in the deployment
+        shared = SharedPrograms.connect(config.policy)  # the process table all replicas share
+        return _run_gateway(config, args.host, args.port, engines, shared)
     except KeyboardInterrupt:
         return 130
     except _Terminated:
@@ -245,12 +248,13 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
         print("all engines stopped", file=sys.stderr, flush=True)
 
 
-def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: object = None) -> int:
+def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: object = None,
+                 shared: object = None) -> int:
     import uvicorn
 
     from autellix.gateway.app import create_app
 
-    app = create_app(config, ray_engines)  # type: ignore[arg-type]
+    app = create_app(config, ray_engines, shared)  # type: ignore[arg-type]
     names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines)) or "engines from Ray"
     print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer})",
           file=sys.stderr, flush=True)

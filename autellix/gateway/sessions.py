@@ -8,6 +8,9 @@ Invariants:
   `finally`), so `Program.calls` cannot leak and TTL expiry (which skips programs with active calls)
   eventually drops every idle program.
 - Service and wait reach the table only through ProcessTable.finish_call (the policy's service rule).
+- With `shared` (several gateway replicas, autellix.gateway.program_store), this table is the replica's
+  cache: `pull` before a call takes the shared entry's service, wait and pin (never lowering its own),
+  and every finished call is pushed to the shared table as well.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from autellix.gateway.auth import Owner
 from autellix.gateway.identity import Identity
+from autellix.gateway.program_store import SharedPrograms
 from autellix.gateway.usage import Usage
 from autellix.policy.config import PolicyConfig
 from autellix.programs import Call, Program, UnknownProgram
@@ -34,8 +38,9 @@ class ProgramIdTaken(ValueError):
 
 class Sessions:
     def __init__(self, policy: PolicyConfig, on_end: ProgramEnded | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedPrograms | None = None) -> None:
         self.policy = policy
+        self.shared = shared
         self.table = policy.new_table()
         self.owners: dict[str, Owner] = {}
         self.sources: dict[str, str] = {}
@@ -66,8 +71,30 @@ class Sessions:
             raise UnknownProgram(program_id)
         return program
 
+    async def pull(self, program_id: str | None, owner: Owner, create: bool = True) -> None:
+        """Take the shared entry of `program_id` (no-op without `shared`); UnknownProgram when it is
+        another owner's (or missing and not `create`d). An unavailable store changes nothing."""
+        if self.shared is None or program_id is None:
+            return
+        snap = await self.shared.pull(program_id, owner, create)
+        if snap is False:
+            return
+        if snap is None:
+            raise UnknownProgram(program_id)
+        service, wait, engine, completed = snap
+        if program_id not in self.table and not create:  # known here only from another replica
+            self.sources.setdefault(program_id, "shared")
+        program = self.table.start(program_id, self.clock())
+        self.owners.setdefault(program_id, owner)
+        program.service, program.wait = max(program.service, service), max(program.wait, wait)
+        program.completed_calls = max(program.completed_calls, completed)
+        if engine is not None:
+            program.engine = engine
+
     def end(self, program_id: str, owner: Owner) -> Program:
         program = self.lookup(program_id, owner)
+        if self.shared is not None:
+            self.shared.end(program_id)
         self.table.end(program_id)
         del self.owners[program_id]
         self._ended(program, "ended")
@@ -120,6 +147,9 @@ class Sessions:
         call.wait = wait_steps
         program = call.program
         self.table.finish_call(call, self.clock())
+        if self.shared is not None and not program.ephemeral:
+            self.shared.push(program.program_id, call.thread, call.start_service, call.start_wait,
+                             call.service, call.wait, program.engine)
         if program.ephemeral and not program.calls:
             self.owners.pop(program.program_id, None)
             self._ended(program, "anonymous")

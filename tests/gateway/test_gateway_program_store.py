@@ -1,0 +1,93 @@
+"""The shared process table of gateway replicas: ProgramStore's rules (pure), and a replica whose
+store is down (a FAKE store that fails every call, isolating the degrade path) still serving."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from fake_engine import FakeEngine, ServerThread
+
+from autellix.gateway import GatewayConfig, create_app
+from autellix.gateway.program_store import ProgramStore, SharedPrograms
+from autellix.gateway.sessions import Sessions
+from autellix.policy.config import PolicyConfig
+
+
+def test_contributions_of_two_replicas_add_up_by_the_tables_rule() -> None:
+    store = ProgramStore(PolicyConfig())
+    assert store.pull("p", "alice", create=True) == (0.0, 0.0, None, 0)
+    # Two replicas ran a call each from the same snapshot (service 0): neither increment is lost.
+    store.push("p", "0", 0.0, 0.0, 10.0, 2.0, 1)
+    store.push("p", "0", 0.0, 0.0, 5.0, 1.0, 0)
+    assert store.pull("p", "alice", create=True) == (15.0, 2.0, 1, 2)  # the first pin stays
+    assert store.pull("p", "bob", create=True) is None  # another key's program
+    assert store.pull("q", "alice", create=False) is None  # missing, not created by a read
+    critical = ProgramStore(PolicyConfig(service_rule="critical_path"))
+    critical.pull("t", None, create=True)
+    critical.push("t", "0", 0.0, 0.0, 10.0, 0.0, None)
+    critical.push("t", "1", 0.0, 0.0, 4.0, 0.0, None)  # a parallel branch: the longer chain counts
+    assert critical.pull("t", None, create=True)[0] == 10.0
+    store.end("p")
+    assert store.pull("p", "bob", create=True) == (0.0, 0.0, None, 0)  # ended: the id is free again
+
+
+def test_a_replica_takes_the_shared_entry_and_never_lowers_its_own() -> None:
+    class Store:  # FAKE actor handle: answers like a Ray actor, from a local ProgramStore
+        def __init__(self) -> None:
+            self.store = ProgramStore(PolicyConfig())
+            for name in ("pull", "push", "end"):
+                setattr(self, name, _Method(getattr(self.store, name)))
+
+    handle = Store()
+    handle.store.pull("p", None, create=True)
+    handle.store.push("p", "0", 0.0, 0.0, 40.0, 3.0, 1)
+    sessions = Sessions(PolicyConfig(), shared=SharedPrograms(handle))
+    asyncio.run(sessions.pull("p", None))
+    program = sessions.table.get("p")
+    assert (program.service, program.wait, program.engine, program.completed_calls) == (40.0, 3.0, 1, 1)
+    program.service = 99.0  # ahead of the store (its own push not applied yet): kept
+    asyncio.run(sessions.pull("p", None))
+    assert program.service == 99.0
+
+
+class _Method:
+    """`handle.method.remote(...)` as Ray has it: runs at once, returns an awaitable of the result."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def remote(self, *args: Any) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(self.fn(*args))
+        return future
+
+
+class DeadStore:
+    """FAKE actor handle of a store that is down: every call fails."""
+
+    def __getattr__(self, name: str) -> DeadStore:
+        return self
+
+    def remote(self, *args: object) -> None:
+        raise ConnectionError("store is down")
+
+
+def test_a_replica_whose_store_is_down_still_serves_from_its_own_table() -> None:
+    engine = ServerThread(FakeEngine().app).start()
+    app = create_app(GatewayConfig(engines=(engine.url,), health_interval=0.2),
+                     shared=SharedPrograms(DeadStore(), timeout=0.2))
+    gateway = ServerThread(app).start()
+    try:
+        with httpx.Client(base_url=gateway.url, trust_env=False, timeout=10) as client:
+            for _ in range(2):
+                r = client.post("/v1/completions", headers={"X-Program-ID": "p"},
+                                json={"model": "m", "prompt": "hi", "max_tokens": 3})
+                assert r.status_code == 200
+            entry = client.get("/v1/programs/p").json()
+            assert entry["completed_calls"] == 2 and entry["service"] > 0
+    finally:
+        gateway.stop()
+        engine.stop()
