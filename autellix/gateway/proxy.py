@@ -34,10 +34,11 @@ from starlette.types import Receive
 
 from autellix.context import to_xargs
 from autellix.gateway.auth import Owner
+from autellix.gateway.bodies import parse_json_object, read_body
 from autellix.gateway.engines import Engine, EnginePool, NoHealthyEngine
 from autellix.gateway.errors import GatewayError
-from autellix.gateway.conversations import (ConversationIndex, Inference, MalformedMessages,
-                                             ReplyBuilder, replies_from_body)
+from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
+from autellix.gateway.replies import ReplyBuilder, replies_from_body
 from autellix.gateway.identity import Identity, resolve_identity
 from autellix.gateway.metrics import GatewayMetrics
 from autellix.gateway.sessions import Sessions
@@ -59,16 +60,6 @@ class ClientGone(Exception):
 
 Sent = tuple[aiohttp.ClientResponse, bytes | None]
 """An engine's response and, unless it is a successful stream, its whole body."""
-
-
-def parse_json_object(raw: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise GatewayError(400, f"malformed JSON body: {exc}") from None
-    if not isinstance(body, dict):
-        raise GatewayError(400, "the request body must be a JSON object")
-    return body
 
 
 def upstream_headers(request: Request, json_body: bool = False) -> list[tuple[str, str]]:
@@ -143,22 +134,6 @@ class _Flight:
         if engine is not None:
             service = usage.service(sessions.policy.prefill_weight) if usage else 0.0
             self.proxy.metrics.call_done(engine.name, self.endpoint, latency, service)
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, or 413 once it passes `limit` bytes (before reading it all when declared)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, f"request body of {int(declared)} bytes is over the gateway's limit of "
-                                f"{limit} bytes (--max-body-mb)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, f"request body is over the gateway's limit of {limit} bytes "
-                                    "(--max-body-mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def infer(index: ConversationIndex, owner: Owner, body: dict[str, Any], chat: bool) -> Inference | None:

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.gateway.conversations import (BLOCK, HANDOFF_MIN, ConversationIndex, MalformedMessages,
-                                            ReplyBuilder, replies_from_body)
+from autellix.gateway.conversations import BLOCK, HANDOFF_MIN, ConversationIndex, MalformedMessages
+from autellix.gateway.replies import ReplyBuilder, replies_from_body
 
 SYSTEM = {"role": "system", "content": "You are a coding agent. Use the tools."}
 

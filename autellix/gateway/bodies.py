@@ -1,0 +1,36 @@
+"""Request bodies: read within a size limit (413 past it), parsed as one JSON object (400 otherwise)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from autellix.gateway.errors import GatewayError
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise GatewayError(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "the request body must be a JSON object")
+    return body
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 once it passes `limit` bytes (before reading it all when declared)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise GatewayError(413, f"request body of {int(declared)} bytes is over the gateway's limit of "
+                                f"{limit} bytes (--max-body-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, f"request body is over the gateway's limit of {limit} bytes "
+                                    "(--max-body-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
