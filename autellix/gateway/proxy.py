@@ -34,13 +34,13 @@ from starlette.types import Receive
 
 from autellix.context import to_xargs
 from autellix.gateway.auth import Owner
-from autellix.gateway.bodies import parse_json_object, read_body
+from autellix.gateway.bodies import json_or_none, parse_json_object, read_body
+from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
 from autellix.gateway.engines import Engine, EnginePool, NoHealthyEngine
 from autellix.gateway.errors import GatewayError
-from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
-from autellix.gateway.replies import ReplyBuilder, replies_from_body
 from autellix.gateway.identity import Identity, resolve_identity
 from autellix.gateway.metrics import GatewayMetrics
+from autellix.gateway.replies import ReplyBuilder, replies_from_body
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.streaming import RelayStream, StreamResult, wait_disconnect
 from autellix.gateway.usage import Usage, estimate_prompt_tokens, usage_from_body
@@ -160,11 +160,11 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
 
     def _identify(self, request: Request, owner: Owner, body: dict[str, Any],
-                  endpoint: str) -> tuple[Identity, Inference | None]:
+                  chat: bool) -> tuple[Identity, Inference | None]:
         identity = resolve_identity(request.headers, body, self.user_programs)
         if identity.program_id is not None or self.conversations is None:
             return identity, None
-        inference = infer(self.conversations, owner, body, endpoint.endswith("chat/completions"))
+        inference = infer(self.conversations, owner, body, chat)
         if inference is None:
             return identity, None
         thread = identity.thread_id if identity.thread_given else inference.thread
@@ -173,7 +173,8 @@ class Proxy:
     async def call(self, request: Request, owner: Owner, endpoint: str) -> Response | RelayStream:
         """POST /v1/chat/completions and /v1/completions."""
         body = parse_json_object(await read_body(request, self.max_body_bytes))
-        identity, inference = self._identify(request, owner, body, endpoint)
+        chat = endpoint.endswith("chat/completions")
+        identity, inference = self._identify(request, owner, body, chat)
         stream = body.get("stream") is True
         wants_usage = True
         if stream:
@@ -203,13 +204,12 @@ class Proxy:
         engine = flight.engine
         assert engine is not None
         program = None if call.program.ephemeral else call.program_id
-        chat = endpoint.endswith("chat/completions")
         if payload is not None:  # a complete answer (not a successful stream)
             usage = usage_from_body(payload) if resp.status == 200 else None
             if resp.status != 200:
                 self.metrics.call_failed(engine.name, resp.status)
             elif inference is not None:
-                flight.replies = replies_from_body(_loads(payload), chat)
+                flight.replies = replies_from_body(json_or_none(payload), chat)
             flight.finish(usage)
             return _raw_response(payload, resp.status, client_headers(resp, engine, program))
         builder = ReplyBuilder(chat) if inference is not None else None
@@ -307,13 +307,6 @@ class Proxy:
                     raise self._in_flight_error(engine, exc) from None
                 tried.add(engine.index)
                 self.pool.mark_failed(engine, f"{type(exc).__name__}: {exc}")
-
-
-def _loads(payload: bytes) -> object:
-    try:
-        return json.loads(payload)
-    except ValueError:
-        return None
 
 
 def _raw_response(payload: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> Response:

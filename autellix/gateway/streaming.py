@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
+from autellix.gateway.bodies import json_or_none
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.usage import Usage, parse_usage
 
@@ -130,11 +130,11 @@ class RelayStream:
                 continue
             data: object = None
             if self.on_chunk is not None and event.startswith(b"data:") and not event.startswith(_DONE):
-                data = _json(event[5:])
+                data = json_or_none(event[5:])
                 self.on_chunk(data)
             if b'"usage"' in event and event.startswith(b"data:"):
                 if data is None:
-                    data = _json(event[5:])
+                    data = json_or_none(event[5:])
                 usage = parse_usage(data.get("usage")) if isinstance(data, dict) else None
                 if usage is not None:
                     result.usage = usage
@@ -152,9 +152,3 @@ class RelayStream:
             kept.append(event)
         return b"\n\n".join(kept) + b"\n\n" if kept else b""
 
-
-def _json(raw: bytes) -> object:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
