@@ -26,8 +26,9 @@ model: $(STAMP)
 serve: model
 	HF_HUB_OFFLINE=1 $(BIN)/autellix serve $(ARGS)
 
-# The plugin's fake-runner tests against every supported vLLM release first (one line each), then all tests.
+# Lint, the plugin's fake-runner tests against every supported vLLM release (one line each), then all tests.
 test: model
+	$(BIN)/ruff check .
 	PY=$(BIN)/python scripts/vllm_matrix.sh
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(ARGS)
 

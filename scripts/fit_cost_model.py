@@ -16,7 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
-from autellix.sim import cost, hardware as hw  # noqa: E402
+from autellix.sim import cost  # noqa: E402
+from autellix.sim import hardware as hw
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,9 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from autellix.metrics import latency_target, sustainable_rate
-from autellix.report import (backlog_grew, compare, format_comparisons, format_table, plot_latency,
-                                   series, write_json)
 from autellix.policy import PolicyConfig
+from autellix.report import (
+    backlog_grew,
+    compare,
+    format_comparisons,
+    format_table,
+    plot_latency,
+    series,
+    write_json,
+)
 from autellix.sim.config import EngineConfig
 from autellix.sim.sweep import TABLE_COLUMNS, SweepSpec, run_sweep
 

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from autellix.sim import cost, hardware as hw
+from autellix.sim import cost
+from autellix.sim import hardware as hw
 
 PRESETS = [(h, m) for h in hw.GPUS for m in hw.MODELS]
 
@@ -70,8 +72,8 @@ def test_monotonic_in_every_count(b: int, ctx: int, n: int, c: int, so: int, si:
                                   which: str, d: int, preset: tuple[str, str]) -> None:
     cm = cost.load_cost_model(*preset)
     args = dict(b=b, ctx=ctx, n=n, c=c, so=so, si=si)
-    f = lambda a, extra=(): cm.step_time(a["b"], a["ctx"], [(a["n"], a["c"])] + list(extra), a["so"], a["si"],
-                                         batched)
+    def f(a, extra=()):
+        return cm.step_time(a["b"], a["ctx"], [(a["n"], a["c"])] + list(extra), a["so"], a["si"], batched)
     base = f(args)
     assert base >= 0
     if which == "chunk":

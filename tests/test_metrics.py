@@ -9,8 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.metrics import (backlog_growth, latency_target, summarize, sustainable_rate,
-                                    throughput_at_equal_latency)
+from autellix.metrics import (
+    backlog_growth,
+    latency_target,
+    summarize,
+    sustainable_rate,
+    throughput_at_equal_latency,
+)
 from autellix.report import compare, format_comparisons, format_table, plot_latency, write_json
 
 
@@ -146,9 +151,9 @@ def test_throughput_at_equal_latency_ratio_and_bounds():
 
 
 def test_report_compare_table_json_and_plot(tmp_path):
-    rows = [{"policy": p, "rate": r, "mean_latency": l, "p95_latency": 2 * l}
+    rows = [{"policy": p, "rate": r, "mean_latency": lt, "p95_latency": 2 * lt}
             for p, lat in (("fcfs", [0.01, 0.03, 0.09]), ("autellix", [0.01, 0.015, 0.04]))
-            for r, l in zip([1, 2, 3], lat)]
+            for r, lt in zip([1, 2, 3], lat)]
     comps = compare(rows, "fcfs", multiples=(3.0,))
     assert len(comps) == 1 and comps[0]["system"] == "autellix"
     assert comps[0]["rate_b"] == pytest.approx(2.0) and comps[0]["ratio"] == pytest.approx(1.3)
@@ -162,10 +167,10 @@ def test_report_compare_table_json_and_plot(tmp_path):
 
 def test_compare_stable_points_only(tmp_path):
     """Autellix's 2/s point is under the target but its backlog grew: with `stable` it is not sustained."""
-    rows = [{"policy": p, "rate": r, "mean_latency": l, "p95_latency": l, "backlog_growth": g}
+    rows = [{"policy": p, "rate": r, "mean_latency": lt, "p95_latency": lt, "backlog_growth": g}
             for p, pts in (("fcfs", [(0.01, 0.0), (0.03, 0.2), (0.09, 0.4)]),
                            ("autellix", [(0.01, 0.0), (0.015, 0.2), (0.04, 0.4)]))
-            for r, (l, g) in zip([1, 2, 3], pts)]
+            for r, (lt, g) in zip([1, 2, 3], pts)]
     measured, = compare(rows, "fcfs", multiples=(3.0,))
     stable, = compare(rows, "fcfs", multiples=(3.0,), stable=True)
     assert measured["ratio"] == pytest.approx(1.3) and not measured["stable"]

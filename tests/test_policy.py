@@ -202,9 +202,12 @@ def test_starvation_uses_program_wait_for_plas_but_not_mlfq():
     p2 = table.start("q")
     p2.service, p2.wait = 12, 40
     c2 = arrive(table, mlfq, "q")
-    run(mlfq, c2); mlfq.charge(c2, decode_tokens=12); mlfq.on_preempt(c2)
+    run(mlfq, c2)
+    mlfq.charge(c2, decode_tokens=12)
+    mlfq.on_preempt(c2)
     assert c2.level == 1
-    plas.tick(8); mlfq.tick(8)
+    plas.tick(8)
+    mlfq.tick(8)
     assert c1.level == 0  # (40 + 8) / 12 >= 4
     assert c2.level == 1  # MLFQ ignores program history: 8 / 12 < 4
 
@@ -251,8 +254,10 @@ def test_atlas_max_rule_takes_the_critical_path():
 
 def test_srpt_orders_by_remaining_work():
     table, p = ProcessTable(), SRPT()
-    big = table.new_call("big"); big.remaining = 100; p.add(big)
-    small = table.new_call("small"); small.remaining = 3; p.add(small)
+    big, small = table.new_call("big"), table.new_call("small")
+    big.remaining, small.remaining = 100, 3
+    p.add(big)
+    p.add(small)
     assert list(p.waiting_order()) == [small, big]
     run(p, big)
     assert p.schedule([big], SeatBudget(1, 1)).preempted == [big]

@@ -120,7 +120,7 @@ def test_decode_growth_matches_per_call_count(block):
     step = 40
     for k in (1, 7, 16, 33, 100, 300):
         brute = 0
-        for c, s0, c0 in calls:
+        for _c, s0, c0 in calls:
             now = c0 + step - s0  # tokens at `step`
             brute += -(-(now + k) // block) - -(-now // block)
         assert dec.growth(step, k) == brute

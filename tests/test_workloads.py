@@ -10,8 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from autellix.workloads import (WORKLOADS, CallSpec, ProgramSpec, data, generate, parse_counts, program_counts,
-                               scale_program)
+from autellix.workloads import (
+    WORKLOADS,
+    CallSpec,
+    ProgramSpec,
+    data,
+    generate,
+    parse_counts,
+    program_counts,
+    scale_program,
+)
 
 try:
     data.data_dir()

@@ -115,6 +115,6 @@ def build_profile(m: Measurements, key: str, facts: dict[str, Any], kv_capacity_
     }
     return {
         "device": device, "source": "autellix calibrate", "target": target_url,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "gpu_mem_GB": gpu_mem, "request_overhead_s": m.request_overhead_s, "ceilings": {}, key: entry,
     }

@@ -108,8 +108,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 async def _calibrate(args: argparse.Namespace) -> int:
     from autellix.bench import calibrate as cal
-    from autellix.bench.calibration_file import (block_size_from_metrics, build_profile,
-                                                 kv_capacity_from_metrics, model_facts)
+    from autellix.bench.calibration_file import (
+        block_size_from_metrics,
+        build_profile,
+        kv_capacity_from_metrics,
+        model_facts,
+    )
     from autellix.bench.prompts import PromptBuilder, load_tokenizer, local_tokenizer_for
     from autellix.bench.targets import parse_target, probe
 

@@ -187,7 +187,7 @@ async def replay(client: httpx.AsyncClient, target: Target, programs: Sequence[P
         if delay > 0 and not run.abort.is_set():
             try:
                 await asyncio.wait_for(run.abort.wait(), delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         tasks.append(asyncio.create_task(one(spec)))  # after an abort it returns at once as failed
     await asyncio.gather(*tasks)

@@ -31,8 +31,7 @@ from tqdm import tqdm
 
 from autellix.bench.calibration_file import kv_capacity_from_metrics
 from autellix.bench.driver import ReplayOptions, RunResult, replay_closed
-from autellix.bench.sweep import (BenchOutput, BenchPlan, engine_rates, prompt_builders,
-                                  run_order)
+from autellix.bench.sweep import BenchOutput, BenchPlan, engine_rates, prompt_builders, run_order
 from autellix.bench.targets import engine_counters
 from autellix.metrics import closed_loop
 from autellix.sim.fleet import fleet_ratios

@@ -30,12 +30,12 @@ from starlette.types import ASGIApp
 
 from autellix.balance import Locality, make_balancer
 from autellix.gateway.auth import KeyChecker
+from autellix.gateway.bodies import parse_json_object
 from autellix.gateway.config import GatewayConfig
 from autellix.gateway.conversations import ConversationIndex
 from autellix.gateway.engines import EnginePool
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from autellix.gateway.bodies import parse_json_object
 from autellix.gateway.proxy import Proxy
 from autellix.gateway.sessions import ProgramIdTaken, Sessions
 from autellix.programs import Program, UnknownProgram

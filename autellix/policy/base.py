@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from autellix.programs import Call, CallState
 from autellix.policy.config import PolicyConfig
+from autellix.programs import Call, CallState
 
 
 class Budget(Protocol):
@@ -101,7 +101,7 @@ class Policy(ABC):
     def priority(self, call: Call) -> int:
         """Integer priority for engines that take one (vLLM's request.priority; lower first)."""
 
-    def entry(self, call: Call) -> None:
+    def entry(self, call: Call) -> None:  # noqa: B027 (optional hook: most policies keep no per-call state)
         """Set the policy's per-call state on arrival (entry level, etc.)."""
 
     def charge(self, call: Call, decode_tokens: int = 0, prefill_tokens: int = 0) -> float:

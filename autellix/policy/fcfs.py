@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 from autellix.policy.config import PolicyConfig
-from autellix.programs import Call
 from autellix.policy.levels import LevelPolicy
+from autellix.programs import Call
 
 
 class FCFS(LevelPolicy):

@@ -25,9 +25,9 @@ import heapq
 import math
 from collections.abc import Iterator
 
-from autellix.programs import Call, CallState
 from autellix.policy.base import Policy
 from autellix.policy.config import PolicyConfig
+from autellix.programs import Call, CallState
 
 
 class LevelPolicy(Policy):

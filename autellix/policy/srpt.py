@@ -10,9 +10,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from autellix.programs import Call, CallState
 from autellix.policy.base import Policy
 from autellix.policy.config import PolicyConfig
+from autellix.programs import Call, CallState
 
 
 class SRPT(Policy):

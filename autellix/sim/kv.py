@@ -154,7 +154,7 @@ class KVCache:
         Returns the number of blocks that were missing (the caller recomputes or copies them in)."""
         cached, refs = self.cached, self.refs
         missing = 0
-        for seg, n in chain:  # pin first, so the allocation below cannot evict this chain
+        for seg, _n in chain:  # pin first, so the allocation below cannot evict this chain
             r = refs.get(seg, 0)
             if r == 0:
                 self._unlist(seg)

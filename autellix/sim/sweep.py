@@ -16,9 +16,16 @@ from functools import lru_cache
 from typing import Any
 
 from autellix.balance import BALANCERS
-from autellix.report import (DEFAULT_MULTIPLES, STABLE_GROWTH, compare, format_comparisons,
-                                   format_table, plot_latency, write_json)
 from autellix.policy import PolicyConfig
+from autellix.report import (
+    DEFAULT_MULTIPLES,
+    STABLE_GROWTH,
+    compare,
+    format_comparisons,
+    format_table,
+    plot_latency,
+    write_json,
+)
 from autellix.sim import hardware as hw
 from autellix.sim.cluster import simulate
 from autellix.sim.config import SWAP_MODES, EngineConfig, sim_policy

@@ -10,7 +10,7 @@ which keeps generating 10,000 programs fast.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def _norm_cdf(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def discrete_lognormal_pmf(mean: float, sigma: float, max_value: int) -> tuple[float, ...]:
     """pmf over 1..max_value: a lognormal rounded up to integers, truncated at max_value, and shifted in
     log space (bisection on mu) so its mean is exactly `mean`. A long tail that never exceeds the max."""

@@ -8,16 +8,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 from autellix.bench import calibrate as cal
-from autellix.bench.calibration_file import (block_size_from_metrics, build_profile, kv_capacity_from_metrics,
-                                             model_facts)
+from autellix.bench.calibration_file import (
+    block_size_from_metrics,
+    build_profile,
+    kv_capacity_from_metrics,
+    model_facts,
+)
 from autellix.bench.cli import _calibrate
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.targets import parse_target
 from autellix.sim.cost import load_cost_model
-
-from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 # Shaped like a real CPU engine: a prefill token costs more than one more sequence in a decode batch.
 PREFILL_BASE, PER_TOKEN, STEP, SLOWDOWN = 0.01, 1e-3, 0.01, 0.05

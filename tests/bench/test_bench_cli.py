@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 from autellix.cli import main
-
-from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 
 def test_bench_command_writes_the_sim_schema_and_a_summary(

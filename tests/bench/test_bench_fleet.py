@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 from autellix.bench.driver import ReplayOptions, RunResult, replay_closed
 from autellix.bench.prompts import PromptBuilder
@@ -16,8 +17,6 @@ from autellix.bench.targets import Target
 from autellix.cli import main
 from autellix.metrics import closed_loop
 from autellix.workloads import generate
-
-from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 
 def _closed(url: str, n: int, stop_after: int, builder: PromptBuilder, programs: int = 12) -> RunResult:

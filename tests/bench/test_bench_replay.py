@@ -6,14 +6,13 @@ import asyncio
 
 import httpx
 import pytest
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 from autellix.bench.driver import ReplayOptions, RunResult, clip_call, replay
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.targets import Target
 from autellix.workloads import generate
 from autellix.workloads.spec import CallSpec, ProgramSpec
-
-from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 
 def _run(url: str, programs: list[ProgramSpec], builder: PromptBuilder, rate: float = 1.0,

@@ -7,11 +7,10 @@ import asyncio
 import math
 
 import pytest
+from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 from autellix.bench.sweep import BenchOutput, BenchPlan, plan_from_args, run_bench, run_order
 from autellix.bench.targets import Target, parse_target
-
-from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
 
 def _plan(targets: list[Target], seed: int = 0, **kw: object) -> BenchPlan:

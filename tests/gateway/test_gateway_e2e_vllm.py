@@ -208,7 +208,7 @@ def test_a_killed_api_server_restarts_in_time_and_leaves_nothing_in_dev_shm(serv
         assert any(p.startswith("/dev/shm/psm_") for p in used), used  # vLLM's segments are seen
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        eventually(lambda: sum("engine-0: restarted" in line for line in served.lines) == restarts + kill
+        eventually(lambda k=kill: sum("engine-0: restarted" in line for line in served.lines) == restarts + k
                    and served.health()["engines"][0]["healthy"], 600, f"restart {kill}")
         took = time.monotonic() - t0
         assert took <= 2 * served.started_in, (kill, took, served.started_in)

@@ -12,11 +12,10 @@ import pytest
 
 pytest.importorskip("vllm")
 
+from test_vllm_holds import HOLDS, cached, check_refs, run_call  # noqa: E402
 from vllm.v1.request import RequestStatus  # noqa: E402
 
 from autellix.engine.fake import Runner, ctx, make_request, make_scheduler  # noqa: E402
-
-from test_vllm_holds import HOLDS, cached, check_refs, run_call  # noqa: E402
 
 
 def holds_failing(sched) -> None:

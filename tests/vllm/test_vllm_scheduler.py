@@ -14,9 +14,8 @@ pytest.importorskip("vllm")
 
 from vllm.v1.request import RequestStatus  # noqa: E402
 
-from autellix.engine.fake import FIRST_TOKEN, Runner, ctx, make_request, make_scheduler  # noqa: E402
-
 from autellix.context import parse_context  # noqa: E402
+from autellix.engine.fake import FIRST_TOKEN, Runner, ctx, make_request, make_scheduler  # noqa: E402
 
 # Two levels [0, 8) and [8, inf), prompt tokens free: a call is demoted after 8 decode tokens.
 SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0, "preempt_gap": 1}  # two levels: any better one preempts
