@@ -66,7 +66,8 @@ def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]
     if XARG_PROGRAM not in extra_args:
         extra = [k for k in _KNOWN_XARGS - {XARG_PROGRAM} if k in extra_args]
         if extra:
-            problems.append(("no-program", f"{sorted(extra)} given without {XARG_PROGRAM}; call runs anonymous"))
+            problems.append(("no-program",
+                             f"{sorted(extra)} given without {XARG_PROGRAM}; call runs anonymous"))
         return ProgramContext(), problems
     try:
         ctx = ProgramContext(

@@ -9,7 +9,7 @@ attribute (`InterfaceChanged`).
 | shim | 0.32 | 0.33 | 0.34 |
 |---|---|---|---|
 | `waiting_queue_names` | waiting, kv_holding_waiting | same | + async_kv_waiting |
-| `resumed_ids` | scheduled_cached_reqs.resumed_req_ids | same | gone: resumed requests are in scheduled_new_reqs |
+| `resumed_ids` | scheduled_cached_reqs.resumed_req_ids | same | gone: resumed ones in scheduled_new_reqs |
 | `sampled_index` | ModelRunnerOutput.req_id_to_index | same | gone: the order of req_ids |
 | `model_runner_output` (tests, benchmarks) | req_id_to_index required | same | not accepted |
 """
@@ -78,7 +78,8 @@ def model_runner_output(req_ids: list[str], sampled_token_ids: list[list[int]]) 
     from vllm.v1.outputs import ModelRunnerOutput
 
     fields = getattr(ModelRunnerOutput, "__dataclass_fields__", {})
-    extra = {"req_id_to_index": {rid: i for i, rid in enumerate(req_ids)}} if "req_id_to_index" in fields else {}
+    index = {rid: i for i, rid in enumerate(req_ids)}
+    extra = {"req_id_to_index": index} if "req_id_to_index" in fields else {}
     return ModelRunnerOutput(req_ids=req_ids, sampled_token_ids=sampled_token_ids, **extra)
 
 

@@ -47,6 +47,7 @@ def resolve_config(additional_config: Any = None, environ: Mapping[str, str] | N
         parsed = PolicyConfig.from_dict(fields)
         config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in fields})
     if name not in PLUGIN_POLICIES:
-        raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; choose one of {PLUGIN_POLICIES}")
+        raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; "
+                          f"choose one of {PLUGIN_POLICIES}")
     return PluginConfig(name, config, trace)
 

@@ -142,7 +142,8 @@ class _AutellixMixin:
         self.autellix_stats["problems"] += 1
         if kind not in self._logged:
             self._logged.add(kind)
-            logger.warning("autellix: request %s: %s (logged once per kind)", short_repr(request.request_id), message)
+            logger.warning("autellix: request %s: %s (logged once per kind)",
+                           short_repr(request.request_id), message)
 
     def _free_request(self, request: Request, *args: Any, **kwargs: Any):
         track = self._tracks.pop(request.request_id, None)

@@ -119,7 +119,8 @@ class PolicyConfig:
         if self.preempt_gap < 1:
             raise ConfigError(f"preempt_gap: must be >= 1, got {self.preempt_gap}")
         if self.service_rule not in SERVICE_RULES:
-            raise ConfigError(f"service_rule: must be one of {list(SERVICE_RULES)}, got {self.service_rule!r}")
+            raise ConfigError(f"service_rule: must be one of {list(SERVICE_RULES)}, "
+                              f"got {self.service_rule!r}")
         if self.level_order not in LEVEL_ORDERS:
             raise ConfigError(f"level_order: must be one of {list(LEVEL_ORDERS)}, got {self.level_order!r}")
         if not self.table_ttl > 0:

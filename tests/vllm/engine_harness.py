@@ -49,7 +49,8 @@ class RealEngine:
         # report shows the engine, not the polling.
         self.proc = start_engine(str(self.model_dir), self.policy, port, log=self.log,
                                  max_num_seqs=self.max_num_seqs, eager=True,
-                                 extra=["--disable-access-log-for-endpoints", "/metrics,/health", *self.extra],
+                                 extra=["--disable-access-log-for-endpoints", "/metrics,/health",
+                                        *self.extra],
                                  env=self.env)
         # One client, its connections kept alive: a fresh httpx client per call loads its TLS context
         # first, which took up to 5 s on a loaded 2-core machine (CI), so a call sent "after" B started

@@ -75,7 +75,8 @@ def test_every_vllm_internal_the_plugin_touches_exists():
     missing += [f"BlockPool.{a}" for a in ("get_num_free_blocks", "num_gpu_blocks") if not hasattr(pool, a)]
     request = make_request(ctx("p"), prompt_tokens=4, max_tokens=2)
     missing += [f"Request.{f}" for f in REQUEST_FIELDS if not hasattr(request, f)]
-    missing += [f"RequestStatus.{s}" for s in ("WAITING", "PREEMPTED", "RUNNING") if not hasattr(RequestStatus, s)]
+    missing += [f"RequestStatus.{s}" for s in ("WAITING", "PREEMPTED", "RUNNING")
+                if not hasattr(RequestStatus, s)]
     missing += [] if hasattr(SchedulingPolicy, "PRIORITY") else ["SchedulingPolicy.PRIORITY"]
     missing += [f"RequestQueue.{m} (abstract, LevelQueue lacks it)" for m in RequestQueue.__abstractmethods__
                 if m not in LevelQueue.__dict__]

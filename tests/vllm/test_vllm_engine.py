@@ -32,8 +32,9 @@ def model_dir() -> Path:
 
 @pytest.fixture(scope="module", params=["plas", "fcfs"])
 def engine(request, model_dir, tmp_path_factory):
-    e = RealEngine(model_dir, request.param, tmp_path_factory.mktemp(f"engine-{request.param}") / "engine.log",
-                   env={"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1", "AUTELLIX_TRACE": "1"})
+    log = tmp_path_factory.mktemp(f"engine-{request.param}") / "engine.log"
+    env = {"AUTELLIX_BOUNDARIES": "0,32,inf", "AUTELLIX_PREEMPT_GAP": "1", "AUTELLIX_TRACE": "1"}
+    e = RealEngine(model_dir, request.param, log, env=env)
     e.start()
     yield e
     e.stop()
@@ -148,8 +149,9 @@ def _run_scenario(engine: RealEngine, b_tokens: int) -> _Run:
         done[name] = time.monotonic()
 
     threads = [
-        threading.Thread(target=submit, name="B", args=("B", _complete, f"heavy-{tag}",
-                                                        "List every number you know, one per line:", b_tokens)),
+        threading.Thread(target=submit, name="B",
+                         args=("B", _complete, f"heavy-{tag}", "List every number you know, one per line:",
+                               b_tokens)),
         threading.Thread(target=submit, name="H", args=("H", _complete, f"heavy-{tag}",
                                                         "Describe the ocean in detail.", 24)),
         threading.Thread(target=submit, name="F", args=("F", _chat, f"fresh-{tag}",
@@ -182,14 +184,16 @@ def test_fresh_program_overtakes_heavy_program_only_under_plas(engine):
         if runs[-1].set_up():
             break
     run = runs[-1]
-    assert run.set_up(), "F reached the engine after B had finished in every run:\n" + "\n".join(map(str, runs))
+    assert run.set_up(), ("F reached the engine after B had finished in every run:\n"
+                          + "\n".join(map(str, runs)))
 
     # The order is the scheduler's own (`leave` = the engine finished the call). The client's finish times
     # are not used: on a loaded machine the API server falls behind the engine and then returns several
     # finished calls within milliseconds, in either order (seen: H's response before B's, though B left
     # the scheduler before H was admitted).
     if engine.policy == "plas":
-        assert ("preempt", "B") in run.events and run.order("run").index("F") < run.order("run").index("H"), run
+        ran = run.order("run")
+        assert ("preempt", "B") in run.events and ran.index("F") < ran.index("H"), run
         assert run.order("leave") == ["F", "B", "H"], run
     else:
         assert run.order("run") == ["B", "H", "F"] and ("preempt", "B") not in run.events, run

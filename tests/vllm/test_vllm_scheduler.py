@@ -18,7 +18,8 @@ from autellix.context import parse_context  # noqa: E402
 from autellix.engine.fake import FIRST_TOKEN, Runner, ctx, make_request, make_scheduler  # noqa: E402
 
 # Two levels [0, 8) and [8, inf), prompt tokens free: a call is demoted after 8 decode tokens.
-SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0, "preempt_gap": 1}  # two levels: any better one preempts
+# Two levels: any better one preempts.
+SMALL = {"boundaries": "0,8,inf", "prefill_weight": 0.0, "preempt_gap": 1}
 
 
 def expected_tokens(n: int) -> list[int]:
@@ -144,7 +145,8 @@ def test_trace_logs_each_call_event_in_order(caplog):
     with caplog.at_level(logging.INFO, logger="vllm.autellix"):
         run.add(fresh)
         run.run()
-    events = [tuple(r.getMessage().split()[2:4]) for r in caplog.records if "autellix trace:" in r.getMessage()]
+    traced = [r.getMessage() for r in caplog.records if "autellix trace:" in r.getMessage()]
+    events = [tuple(m.split()[2:4]) for m in traced]
     h, f = heavy.request_id, fresh.request_id
     assert events == [("arrive", f), ("preempt", h), ("run", f), ("leave", f), ("run", h), ("leave", h)]
 

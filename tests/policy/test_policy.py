@@ -299,8 +299,8 @@ def test_config_from_env_and_dict():
                                  "AUTELLIX_MAX_PREEMPTIONS": "4", "AUTELLIX_STARVATION": "off",
                                  "AUTELLIX_PREEMPT_GAP": "3", "AUTELLIX_SERVICE_RULE": "critical_path",
                                  "AUTELLIX_LEVEL_ORDER": "call"})
-    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap,
-            cfg.service_rule, cfg.level_order) == (2.5, (0, 64, math.inf), 4, False, 3, "critical_path", "call")
+    assert (cfg.beta, cfg.boundaries, cfg.max_preemptions, cfg.starvation, cfg.preempt_gap, cfg.service_rule,
+            cfg.level_order) == (2.5, (0, 64, math.inf), 4, False, 3, "critical_path", "call")
     with pytest.raises(ConfigError, match="bogus"):
         PolicyConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="beta"):
