@@ -1,4 +1,4 @@
-"""Load balancing across engines (DESIGN.md §3.7; the paper's Algorithm 2).
+"""Load balancing across engines (docs/gateway.md, 'Load balancing'; the paper's Alg. 2).
 
 `locality` sends a short call (<= `long_prompt` tokens) to the least-used engine, where recomputing its
 prompt is cheap, and a long call to its program's pinned engine, where the program's KV cache lives. A

@@ -1,4 +1,5 @@
-"""The program context a call carries to an engine (DESIGN.md §4): vLLM's `vllm_xargs` wire format.
+"""The program context a call carries to an engine: vLLM's `vllm_xargs` wire format
+(docs/gateway.md, 'What the engine receives').
 
 A request body's `vllm_xargs` reaches vLLM's scheduler as `sampling_params.extra_args`. Autellix puts
 four fields there: `autellix_program` (program id), `autellix_thread`, and `autellix_service` /

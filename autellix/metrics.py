@@ -1,4 +1,4 @@
-"""Serving metrics shared by the simulator and the real benchmark (DESIGN.md §6).
+"""Serving metrics shared by the simulator and the real benchmark (docs/bench.md, 'Metrics').
 
 Per program: latency per generated token = (completion - arrival) / all output tokens of the program, in
 s/token. Completion is the program's last token, so for a multi-threaded program the time is its critical

@@ -1,4 +1,4 @@
-"""Programs, calls and the process table (DESIGN.md §2).
+"""Programs, calls and the process table (docs/policy.md, 'Vocabulary and units').
 
 A *program* is one run of an agent; its *calls* are LLM requests, grouped into *threads* (parallel calls
 live on different threads). The process table maps program id -> Program and carries what program-level

@@ -3,7 +3,7 @@
 # prefill on) versus the same vLLM with the Autellix scheduler plugin. Same model, same engine flags, same
 # workload, seed and programs for every engine.
 #
-#   scripts/bench_real.sh                             # the README's 30-minute sweep (defaults below)
+#   scripts/bench_real.sh                             # the docs/bench.md mixed sweep (defaults below)
 #   PROGRAMS=3 RATES=1 SCALE=0.05 scripts/bench_real.sh   # a quick smoke run
 #   POLICIES="vllm plas" RATES=0.3,0.9 scripts/bench_real.sh   # real runs for the simulator check
 #

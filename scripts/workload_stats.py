@@ -16,8 +16,8 @@ import numpy as np
 
 from autellix.workloads import WORKLOADS, ProgramSpec, generate
 
-# Paper targets per call (DESIGN.md §6): calls/program, prompt tokens, output tokens. Chat's prompt target
-# is the new user text per call (see autellix/workloads/chat.py), the others' the full prompt.
+# Paper targets per call (docs/workloads.md): calls/program, prompt tokens, output tokens. Chat's prompt
+# target is the new user text per call (see autellix/workloads/chat.py), the others' the full prompt.
 TARGETS: dict[str, tuple[float, float, float, str]] = {
     "chat": (6.66, 256, 277, "new"),
     "react": (10.75, 735, 34, "prompt"),

@@ -28,7 +28,8 @@ except FileNotFoundError:
     HAVE_DATA = False
 needs_data = pytest.mark.skipif(not HAVE_DATA, reason="shared/data not found beside the repository")
 
-# Paper targets per call (DESIGN.md §6): calls/program, prompt, output; chat's prompt is the new user text.
+# Paper targets per call (docs/workloads.md): calls/program, prompt, output;
+# chat's prompt is the new user text.
 TARGETS = {"chat": (6.66, 256, 277), "react": (10.75, 735, 34), "tree": (159.7, 467, 73)}
 SIZES = {"chat": 3000, "react": 2000, "tree": 3000, "mooncake": 300, "mooncake-trace": 300, "coding": 50,
          "mixed": 300}

@@ -1,4 +1,4 @@
-"""AutellixScheduler: the policy core inside vLLM V1 (DESIGN.md §4).
+"""AutellixScheduler: the policy core inside vLLM V1 (docs/vllm-notes.md).
 
 Load it with  `--scheduler-cls autellix.engine.vllm.AutellixScheduler`  (vLLM 0.32-0.34; the scheduler
 interface is not public, so each release is tested, and where they differ compat.py says how). The subclass is thin: every decision is the policy

@@ -171,7 +171,7 @@ class Policy(ABC):
     # -- batch formation ---------------------------------------------------------------------------
 
     def schedule(self, running: Sequence[Call], budget: Budget) -> Batch:
-        """Strict-priority batch formation (DESIGN.md §3.5).
+        """Strict-priority batch formation (docs/policy.md, 'Rules', 6).
 
         Walk waiting calls best first; admit each that fits; when one does not fit, preempt running
         calls it clearly outranks (worst first, at most `max_preemptions` per call to schedule) until it

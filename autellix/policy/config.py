@@ -64,8 +64,8 @@ class PolicyConfig:
     several seats at the priority of one thread and delays everyone else; with many seats the rules tie."""
     level_order: str = "call"
     """FCFS inside a level by whose arrival (program-aware policies; FCFS and MLFQ always use the
-    call's). "call": each call's own arrival (DESIGN.md §3), which interleaves a level's programs call
-    by call, i.e. processor sharing among programs of about the same attained service. "program": calls
+    call's). "call": each call's own arrival (docs/policy.md, 'Rules', 4): a level's programs interleave
+    call by call, i.e. processor sharing among programs of about the same attained service. "program": calls
     of the program that arrived first go first, so a level serves its programs one after another. In
     docs/policy.md ("Order inside a level"), "program" gains 10-37% as-measured throughput on the simulated
     H200 (finite runs past capacity, where the order of the backlog decides mean latency);

@@ -1,6 +1,6 @@
 """K-level queues with quanta, demotion and anti-starvation: the machinery PLAS, ATLAS and MLFQ share.
 
-Semantics (DESIGN.md §3):
+Semantics (docs/policy.md, 'Rules'):
 - A call enters the level chosen by `entry_service(call)`: the level whose [lo, hi) holds it.
 - Inside a level it may receive the level's quantum of service; past it, it moves down one level (the
   excess carries over, so charging 10 tokens at once or 1 token ten times gives the same level).

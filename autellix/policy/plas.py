@@ -1,4 +1,4 @@
-"""PLAS and ATLAS: program-level attained service (Autellix, DESIGN.md §3.1-3.2).
+"""PLAS and ATLAS: program-level attained service (Autellix, docs/policy.md, 'Rules', 1-2).
 
 Both enter a call at the level of its program's attained service (`Call.start_service`), not at level 0
 as MLFQ does, and both update the table by the same rule on completion (`PolicyConfig.service_rule`, see

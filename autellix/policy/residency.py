@@ -1,9 +1,9 @@
 """KV residency at program level: holds across tool pauses and their release order; admission (admission.py).
 
-One decision maker (DESIGN.md §8): this module decides, engines apply (the simulator's `Engine`, the vLLM
-plugin). It is engine-agnostic: sizes are the engine's KV blocks, times are seconds on a clock the engine
-passes in, and a hold's `key` is whatever handle the engine uses for the history it keeps (the finished
-call). Pure Python, no engine import.
+One decision maker (docs/policy.md, 'KV residency'): this module decides, the engines (simulator, vLLM
+plugin) apply. It is engine-agnostic: sizes are the engine's KV blocks, times are seconds on a clock the
+engine passes in, and a hold's `key` is whatever handle the engine uses for the history it keeps (the
+finished call). Pure Python, no engine import.
 
 Holds. When a call of a program that has not ended finishes, the program's history (the finished call's
 prompt and output) may be *held*: kept resident although no call uses it, until the program's next call

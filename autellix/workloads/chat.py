@@ -1,6 +1,6 @@
 """Chat programs with ShareGPT statistics: multi-turn conversations with cumulative history.
 
-Paper targets (DESIGN.md §6): 6.66 calls/program (long tail, max 80), 256 prompt and 277 output tokens
+Paper targets (docs/workloads.md): 6.66 calls/program (long tail, max 80), 256 prompt and 277 output tokens
 per call. We read the 256 as the NEW user text of each call, not the full prompt: with cumulative history
 turn k's full prompt holds every earlier turn's input and 277-token reply, so a mean FULL prompt of 256
 is impossible (already turn 2 exceeds 277). The full prompt (`prompt_tokens`) is therefore

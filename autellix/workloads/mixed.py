@@ -1,6 +1,6 @@
 """Mixed programs: equal parts of several agent kinds interleaved by one Poisson arrival process.
 
-Default kinds are the paper's: chat, react and tree search (DESIGN.md §6, "mixed = equal parts"). Coding
+Default kinds are the paper's: chat, react and tree search (docs/workloads.md, 'Paper targets'). Coding
 (or any other registered kind) can be added with `kinds`, but is not in the default so results stay
 comparable with the paper's mixed workload; coding sessions are also 10-30x heavier per program.
 

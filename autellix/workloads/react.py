@@ -1,7 +1,7 @@
 """ReAct function-calling programs with BFCL statistics and BFCL multi-turn structure.
 
-Paper targets (DESIGN.md §6): 10.75 calls/program (max 70), 735 prompt and 34 output tokens per call. Here
-the 735 is the FULL prompt of a call (system tools + history), which cumulative history makes feasible.
+Paper targets (docs/workloads.md): 10.75 calls/program (max 70), 735 prompt and 34 output tokens per call.
+Here the 735 is the FULL prompt of a call (system tools + history), which cumulative history makes feasible.
 
 Structure (one BFCL multi-turn task = one program; 400 tasks, base + miss_func, in shared/data/bfcl): for
 each turn of `question`, the agent makes one LLM call per ground-truth tool call in `possible_answer`

@@ -1,6 +1,6 @@
 """LATS-style Monte-Carlo tree search over HotpotQA questions: wide, parallel programs.
 
-Paper targets (DESIGN.md §6): 159.7 calls/program, 467 prompt (full) and 73 output tokens per call.
+Paper targets (docs/workloads.md): 159.7 calls/program, 467 prompt (full) and 73 output tokens per call.
 
 Structure, read off the real LATS runs in shared/data/lats: every expansion samples 5 children (the logs'
 `SAMPLED ACTION` lists hold 5 actions; the paper issues them as 5 parallel calls), each child's action runs

@@ -1,4 +1,6 @@
-"""Level semantics of the policy core (DESIGN.md §3): each test breaks if the rule it names is wrong."""
+"""Level semantics of the policy core (docs/policy.md, 'Rules').
+
+Each test breaks if the rule it names is wrong."""
 
 from __future__ import annotations
 
