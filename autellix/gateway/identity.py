@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from autellix.gateway.api import WireFormat
+from autellix.gateway.auth import Owner
 from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
 from autellix.gateway.errors import GatewayError
 from autellix.programs import MAX_ID
@@ -110,7 +111,7 @@ class Identifier:
         """None: inference is off (`--infer-programs off`)."""
         self.user_programs = user_programs
 
-    def identify(self, headers: Mapping[str, str], body: dict[str, Any], owner: str | None,
+    def identify(self, headers: Mapping[str, str], body: dict[str, Any], owner: Owner,
                  api: WireFormat) -> Identity:
         """The call's identity; pops `program_id` / `thread_id` from `body`. An inferred identity must
         be settled (`settle`) exactly once, whatever happens to the call."""
