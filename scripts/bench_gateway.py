@@ -113,8 +113,8 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
 
     import uvicorn
 
-    from autellix.gateway import GatewayConfig, create_app
     from autellix.deploy.serve import KEEP_ALIVE_S
+    from autellix.gateway import GatewayConfig, create_app
     from autellix.policy.config import PolicyConfig
 
     logging.getLogger("autellix.gateway").setLevel(logging.WARNING)
