@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.set_defaults(func=cmd_sim)
 
     _add_optional(sub, "autellix.model", "add_model_commands")
-    _add_optional(sub, "autellix.engine.launch", "add_engine_commands")
-    _add_optional(sub, "autellix.gateway.serve", "add_serve_commands")
+    _add_optional(sub, "autellix.deploy.launch", "add_engine_commands")
+    _add_optional(sub, "autellix.deploy.serve", "add_serve_commands")
     _add_optional(sub, "autellix.bench.cli", "add_bench_commands")
     return parser
 

@@ -7,7 +7,7 @@ four fields there: `autellix_program` (program id), `autellix_thread`, and `aute
 A fifth, `autellix_end` (true), marks a *program-end notice*: the engine releases the program's KV
 holds at once and runs the request itself (one token) as an anonymous call (`end_notice`).
 The gateway and the benchmark write them with `to_xargs`; the engine plugin reads them with
-`parse_context`. Pure Python: no vLLM import.
+`parse_context`. Pure Python: no vLLM import. Ids are at most MAX_ID characters (autellix.programs).
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
+from autellix.programs import MAX_ID
+
 XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END = (
     "autellix_program", "autellix_thread", "autellix_service", "autellix_wait", "autellix_end")
 _KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END))
-MAX_ID = 256  # longest program or thread id accepted
 
 
 @dataclass(frozen=True, slots=True)

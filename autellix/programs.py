@@ -28,6 +28,9 @@ from numbers import Real
 
 SERVICE_RULES: tuple[str, ...] = ("total", "critical_path")
 """How a program's calls add up to its service (ProcessTable's `rule`)."""
+MAX_ID = 256
+"""Longest program, thread or call id, in characters: the one limit the gateway, the engine plugin's
+context (autellix.context) and the table all apply."""
 
 
 class UnknownProgram(KeyError):
@@ -208,8 +211,9 @@ class ProcessTable:
 
 
 def _check_id(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > 256:
-        raise ValueError(f"{name}: must be a non-empty string of at most 256 characters, got {value!r:.80}")
+    if not isinstance(value, str) or not value or len(value) > MAX_ID:
+        raise ValueError(f"{name}: must be a non-empty string of at most {MAX_ID} characters, "
+                         f"got {value!r:.80}")
 
 
 def _non_negative(name: str, value: object) -> float:

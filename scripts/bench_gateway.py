@@ -113,8 +113,8 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
 
     import uvicorn
 
+    from autellix.deploy.serve import KEEP_ALIVE_S
     from autellix.gateway import GatewayConfig, create_app
-    from autellix.gateway.serve import KEEP_ALIVE_S
     from autellix.policy.config import PolicyConfig
 
     logging.getLogger("autellix.gateway").setLevel(logging.WARNING)
@@ -123,7 +123,7 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     if ray_address:
         import ray
 
-        from autellix.gateway.program_store import SharedPrograms
+        from autellix.deploy.program_store import SharedPrograms
 
         ray.init(address=ray_address, namespace="autellix-bench", log_to_driver=False)
         shared = SharedPrograms.connect(policy)

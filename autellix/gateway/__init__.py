@@ -1,9 +1,13 @@
 """The Autellix gateway: one OpenAI-compatible endpoint in front of many vLLM engines.
 
-Module map (one concept each): config (settings), identity (which program a call belongs to), auth (API
-keys, ownership), sessions (process table, accounting, expiry), engines (pool, health, step times),
-proxy (forwarding calls), streaming (SSE relay), metrics (Prometheus), app (routes), serve (`autellix
-serve`: engines + gateway), supervisor (engine processes).
+Module map (one concept each), in the order a call meets them: app (routes), auth (API keys,
+ownership), bodies (request bodies), api (one wire format per API: chat and text completions),
+identity (which program a call belongs to: named, or inferred by conversations), sessions (process
+table, accounting, expiry), flight (one call's accounting), upstreams (the engines as the gateway sees
+them: pool, health, step times), forward (sending, with the one pick-and-retry loop), streaming (SSE
+relay), metrics (Prometheus); config (settings) and errors (OpenAI-shaped errors). Starting engines and
+serving the gateway (`autellix serve`) is deployment: autellix.deploy, which imports the gateway, never
+the other way round.
 """
 
 from autellix.gateway.app import Gateway, create_app

@@ -1,7 +1,8 @@
 """The gateway's ASGI app: routes only; the work lives in proxy, sessions, engines and metrics.
 
 Routes:
-  POST   /v1/chat/completions, /v1/completions   proxied with program context (autellix.gateway.proxy)
+  POST   /v1/chat/completions, /v1/completions   proxied with program context (autellix.gateway.proxy;
+                                                 one wire format per API: autellix.gateway.api)
   GET    /v1/models                              from a healthy engine
   POST   /v1/programs                            open a program (session); returns its id
   GET    /v1/programs                            the caller's live programs (paged: ?limit=, ?after=)
@@ -20,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -29,44 +30,61 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from autellix.balance import Locality, make_balancer
+from autellix.gateway.api import WIRE_FORMATS, WireFormat
 from autellix.gateway.auth import KeyChecker
 from autellix.gateway.bodies import parse_json_object
 from autellix.gateway.config import GatewayConfig
 from autellix.gateway.conversations import ConversationIndex
-from autellix.gateway.engines import EnginePool
 from autellix.gateway.errors import GatewayError
+from autellix.gateway.identity import Identifier, valid_id
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from autellix.gateway.proxy import Proxy
-from autellix.gateway.sessions import ProgramIdTaken, Sessions
+from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
+from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import Program, UnknownProgram
-
-if TYPE_CHECKING:
-    from autellix.gateway.program_store import SharedPrograms
-    from autellix.gateway.ray_engines import RayEngines
 
 log = logging.getLogger("autellix.gateway")
 Handler = Callable[[Request], Awaitable[ASGIApp]]
 
 
+class EngineFleet(Protocol):
+    """Engines that join, move and leave at run time, followed in the pool (config.dynamic_engines;
+    implemented on Ray by autellix.deploy.ray_engines.RayEngines)."""
+
+    @property
+    def count(self) -> int:
+        """Engines in the fleet now."""
+        ...
+
+    async def run(self, pool: UpstreamPool) -> None:
+        """Keep the pool's upstreams in step with the fleet (runs until cancelled)."""
+        ...
+
+    async def scale(self, pool: UpstreamPool, n: int) -> None:
+        """Grow or shrink to `n` engines."""
+        ...
+
+
 class Gateway:
     """Shared state of one gateway process and its route handlers."""
 
-    def __init__(self, config: GatewayConfig, ray_engines: RayEngines | None = None,
-                 shared: SharedPrograms | None = None) -> None:
+    def __init__(self, config: GatewayConfig, ray_engines: EngineFleet | None = None,
+                 shared: SharedTable | None = None) -> None:
         self.config = config
         self.ray_engines = ray_engines
         self.keys = KeyChecker(config.api_keys)
         balancer = (Locality(config.long_prompt) if config.balancer == "locality"
                     else make_balancer(config.balancer))
-        self.pool = EnginePool(config.engines, balancer, config.health_interval,
+        self.pool = UpstreamPool(config.engines, balancer, config.health_interval,
                                config.health_timeout, config.metrics_interval)
         self.sessions = Sessions(config.policy, shared=shared)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
         self.sessions.on_end = self._program_ended
         self.conversations = (ConversationIndex(config.policy.table_ttl) if config.infer_programs
                               else None)
-        self.proxy = Proxy(self.pool, self.sessions, self.metrics, config.chars_per_token,
-                           self.conversations, config.user_programs, config.max_body_bytes)
+        self.identifier = Identifier(self.conversations, config.user_programs)
+        self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
+                           config.max_body_bytes)
         self._notices: set[asyncio.Task] = set()
 
     def _program_ended(self, program: Program, how: str) -> None:
@@ -103,11 +121,13 @@ class Gateway:
 
     # -- routes ------------------------------------------------------------------------------------
 
-    async def chat(self, request: Request) -> ASGIApp:
-        return await self.proxy.call(request, self.keys.owner(request.headers), "/v1/chat/completions")
+    def calls(self, api: WireFormat) -> Handler:
+        """The handler of `api`'s route: its calls, with program context."""
 
-    async def completions(self, request: Request) -> ASGIApp:
-        return await self.proxy.call(request, self.keys.owner(request.headers), "/v1/completions")
+        async def handle(request: Request) -> ASGIApp:
+            return await self.proxy.call(request, self.keys.owner(request.headers), api)
+
+        return handle
 
     async def passthrough(self, request: Request) -> ASGIApp:
         self.keys.owner(request.headers)
@@ -118,8 +138,8 @@ class Gateway:
         raw = await request.body()
         body = parse_json_object(raw) if raw.strip() else {}
         program_id = body.get("program_id", body.get("id"))
-        if program_id is not None and (not isinstance(program_id, str) or not 0 < len(program_id) <= 256):
-            raise GatewayError(400, "program_id: must be a non-empty string of at most 256 characters")
+        if program_id is not None:
+            valid_id("program_id", program_id)  # the rule of ids named in calls
         try:
             program = self.sessions.create(owner, program_id)
         except ProgramIdTaken as exc:
@@ -145,7 +165,8 @@ class Gateway:
 
     async def end_program(self, request: Request) -> Response:
         owner = self.keys.owner(request.headers)
-        entry = self._describe(self.sessions.lookup(request.path_params["id"], owner))  # while it has a source
+        # described while it still has a source
+        entry = self._describe(self.sessions.lookup(request.path_params["id"], owner))
         self.sessions.end(request.path_params["id"], owner)
         return JSONResponse({**entry, "deleted": True})
 
@@ -165,7 +186,7 @@ class Gateway:
     async def health(self, request: Request) -> Response:
         up = self.pool.healthy_count
         engines = [{"name": e.name, "url": e.url, "healthy": e.load.healthy, "active": e.load.active,
-                    "error": e.last_error} for e in self.pool.engines if not e.retired]
+                    "error": e.last_error} for e in self.pool.upstreams if not e.retired]
         return JSONResponse({"status": "ok" if up else "unavailable", "healthy": up,
                              "engines": engines}, status_code=200 if up else 503)
 
@@ -173,7 +194,7 @@ class Gateway:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
     def _describe(self, program: Program) -> dict[str, object]:
-        return self.sessions.describe(program, [e.name for e in self.pool.engines])
+        return self.sessions.describe(program, [e.name for e in self.pool.upstreams])
 
 
 def _guard(handler: Handler) -> Handler:
@@ -192,15 +213,15 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def create_app(config: GatewayConfig, ray_engines: RayEngines | None = None,
-               shared: SharedPrograms | None = None) -> Starlette:
+def create_app(config: GatewayConfig, ray_engines: EngineFleet | None = None,
+               shared: SharedTable | None = None) -> Starlette:
     """Build the gateway app; `app.state.gateway` holds its state (pool, sessions, metrics).
-    `ray_engines`: engines placed by Ray, whose addresses the gateway follows (config.dynamic_engines);
-    `shared`: the process table shared with other replicas (autellix.gateway.program_store)."""
+    `ray_engines`: engines placed at run time (by Ray: autellix.deploy.ray_engines), whose addresses the
+    gateway follows (config.dynamic_engines); `shared`: the process table shared with other replicas
+    (autellix.deploy.program_store)."""
     gw = Gateway(config, ray_engines, shared)
     routes = [
-        Route("/v1/chat/completions", _guard(gw.chat), methods=["POST"]),
-        Route("/v1/completions", _guard(gw.completions), methods=["POST"]),
+        *(Route(api.path, _guard(gw.calls(api)), methods=["POST"]) for api in WIRE_FORMATS),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
         Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),

@@ -1,5 +1,5 @@
-"""Bodies: a request's, read within a size limit (413 past it) and parsed as one JSON object (400
-otherwise); an engine's, parsed leniently (`json_or_none`)."""
+"""Request bodies: read within a size limit (413 past it) and parsed once, as one JSON object (400
+otherwise). Engine answers are their wire format's to parse (autellix.gateway.api)."""
 
 from __future__ import annotations
 
@@ -35,11 +35,3 @@ async def read_body(request: Request, limit: int) -> bytes:
                                     "(--max-body-mb)")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def json_or_none(raw: bytes) -> object:
-    """`raw` parsed as JSON, or None when it is not JSON (engine answers, SSE events: never an error)."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None

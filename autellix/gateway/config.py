@@ -24,7 +24,7 @@ class GatewayConfig:
     engines: tuple[str, ...]
     """Base URLs of the vLLM engines, e.g. http://127.0.0.1:8001 (index = position)."""
     dynamic_engines: bool = False
-    """Engines join and leave at run time (Ray: autellix.gateway.ray_engines); `engines` may be empty."""
+    """Engines join and leave at run time (Ray: autellix.deploy.ray_engines); `engines` may be empty."""
     balancer: str = "locality"
     long_prompt: int = 2048
     """Locality balancer: calls with more (estimated) prompt tokens go to the program's pinned engine."""

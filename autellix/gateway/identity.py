@@ -9,9 +9,12 @@
    `prompt_cache_key` body field: ids their clients already send, so unmodified agents are programs;
 6. only when enabled (`user_programs`): OpenAI's `user` body field (off by default, because one user
    may run many programs at once);
-7. none of these: `anonymous`. The proxy then infers the program from the conversation
-   (autellix.gateway.conversations) unless that is off, in which case the call is a one-call program
-   dropped from the table when it finishes.
+7. none of these: the program is inferred from the conversation (autellix.gateway.conversations,
+   through the call's wire format: autellix.gateway.api) unless that is off or the call cannot be
+   matched; then it is `anonymous`, a one-call program dropped from the table when it finishes.
+
+Rules 1-6 are `resolve_identity`; `Identifier` applies all seven, and is the one place that decides a
+call's program and, when the call ends, tells the conversation index what its reply was.
 
 The thread follows the same order on its own (`X-Thread-ID`, then body `thread_id`, else "0").
 Invariant: `program_id` / `thread_id` body fields are always removed before the body reaches an engine,
@@ -24,10 +27,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from autellix.gateway.api import WireFormat
+from autellix.gateway.auth import Owner
+from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
 from autellix.gateway.errors import GatewayError
+from autellix.programs import MAX_ID
 
 DEFAULT_THREAD = "0"
-MAX_ID = 256
 HARNESS_HEADERS = (
     ("x-claude-code-session-id", "claude-code"),  # Claude Code, on every model request
     ("x-dynamo-session-id", "dynamo"),            # NVIDIA Dynamo's router (and clients written for it)
@@ -48,9 +54,12 @@ class Identity:
     """Where the program id came from (docs/gateway.md, "Which program a call belongs to")."""
     thread_given: bool = False
     """The client named the thread itself (`X-Thread-ID` or body `thread_id`)."""
+    inference: Inference | None = None
+    """source "inferred": the conversation index's decision, settled when the call ends."""
 
 
-def _valid(name: str, value: object) -> str:
+def valid_id(name: str, value: object) -> str:
+    """`value` if it is a usable program or thread id, else 400 naming `name`."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_ID:
         raise GatewayError(400, f"{name}: must be a non-empty string of at most {MAX_ID} characters "
                                 f"(not only whitespace), got {value!r:.40}")
@@ -64,10 +73,10 @@ def resolve_identity(headers: Mapping[str, str], body: dict[str, Any],
     body_thread = body.pop("thread_id", None)
     thread: object = headers.get("x-thread-id") or body_thread
     given = thread is not None
-    thread_id = _valid("thread_id", thread) if given else DEFAULT_THREAD
+    thread_id = valid_id("thread_id", thread) if given else DEFAULT_THREAD
 
     def named(program: object, field: str, source: str) -> Identity:
-        return Identity(_valid(field, program), thread_id, source, given)
+        return Identity(valid_id(field, program), thread_id, source, given)
 
     header_program = headers.get("x-program-id")
     if header_program is not None:  # present but empty is an error, as for the body field
@@ -92,3 +101,39 @@ def resolve_identity(headers: Mapping[str, str], body: dict[str, Any],
         if enabled and isinstance(value, str) and value.strip():
             return named(value, field, field)
     return Identity(None, thread_id, "anonymous", given)
+
+
+class Identifier:
+    """Which program and thread each call belongs to (rules 1-7 of the module doc)."""
+
+    def __init__(self, conversations: ConversationIndex | None, user_programs: bool = False) -> None:
+        self.conversations = conversations
+        """None: inference is off (`--infer-programs off`)."""
+        self.user_programs = user_programs
+
+    def identify(self, headers: Mapping[str, str], body: dict[str, Any], owner: Owner,
+                 api: WireFormat) -> Identity:
+        """The call's identity; pops `program_id` / `thread_id` from `body`. An inferred identity must
+        be settled (`settle`) exactly once, whatever happens to the call."""
+        identity = resolve_identity(headers, body, self.user_programs)
+        if identity.program_id is not None or self.conversations is None:
+            return identity
+        try:
+            inference = api.infer(self.conversations, owner, body)
+        except MalformedMessages as exc:
+            raise GatewayError(400, f"malformed message list: {exc}") from None
+        if inference is None:
+            return identity
+        thread = identity.thread_id if identity.thread_given else inference.thread
+        return Identity(inference.program_id, thread, "inferred", identity.thread_given, inference)
+
+    def settle(self, identity: Identity, replies: list[Any]) -> None:
+        """The call ended: the index remembers its replies, or, with none (it failed), gives its claim
+        back so that a retry continues where it would have."""
+        index, inference = self.conversations, identity.inference
+        if index is None or inference is None:
+            return
+        if replies:
+            index.replied(inference, replies)
+        else:
+            index.failed(inference)

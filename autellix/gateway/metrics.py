@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from autellix.gateway.engines import EnginePool
 from autellix.gateway.sessions import Sessions
+from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import Program
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -37,7 +37,7 @@ _PROGRAM_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 
 
 
 class GatewayMetrics(Collector):
-    def __init__(self, pool: EnginePool, sessions: Sessions) -> None:
+    def __init__(self, pool: UpstreamPool, sessions: Sessions) -> None:
         self.pool = pool
         self.sessions = sessions
         self.calls: Counter[tuple[str, str, str]] = Counter()
@@ -72,7 +72,7 @@ class GatewayMetrics(Collector):
     # -- scrape --------------------------------------------------------------------------------------
 
     def collect(self) -> Iterable[Metric]:
-        engines = self.pool.engines
+        engines = self.pool.upstreams
         healthy = GaugeMetricFamily("autellix_engine_healthy", "1 if the engine passes health checks",
                                     labels=["engine", "url"])
         active = GaugeMetricFamily("autellix_engine_active_calls", "Calls in flight on the engine",

@@ -8,7 +8,8 @@ Invariants:
   `finally`), so `Program.calls` cannot leak and TTL expiry (which skips programs with active calls)
   eventually drops every idle program.
 - Service and wait reach the table only through ProcessTable.finish_call (the policy's service rule).
-- With `shared` (several gateway replicas, autellix.gateway.program_store), this table is the replica's
+- With `shared` (a SharedTable: several gateway replicas, autellix.deploy.program_store on Ray), this
+  table is the replica's
   cache: `pull` before a call takes the shared entry's service, wait and pin (never lowering its own),
   and every finished call is pushed to the shared table as well.
 """
@@ -16,20 +17,40 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+from autellix.gateway.api import Usage
 from autellix.gateway.auth import Owner
 from autellix.gateway.identity import Identity
-from autellix.gateway.program_store import SharedPrograms
-from autellix.gateway.usage import Usage
 from autellix.policy.config import PolicyConfig
 from autellix.programs import Call, Program, UnknownProgram
 
 ProgramEnded = Callable[[Program, str], None]
 """Hook called with (program, how) when a program leaves the table: "ended", "expired", "anonymous"."""
+
+
+Snapshot = tuple[float, float, int | None, int]
+"""(service, wait, engine pin, completed calls) of one program in a shared table."""
+
+
+class SharedTable(Protocol):
+    """The process table several gateway replicas share (implemented on Ray by
+    autellix.deploy.program_store.SharedPrograms). Never raises: an unavailable table degrades to the
+    replica's own entries."""
+
+    async def pull(self, program_id: str, owner: Owner, create: bool = True) -> Snapshot | None | bool:
+        """The program's snapshot (opened for `owner` when `create`); None when it is another owner's
+        or missing; False when the shared table is unavailable."""
+        ...
+
+    def push(self, program_id: str, thread: str, start_service: float, start_wait: float,
+             service: float, wait: float, engine: int | None) -> None:
+        """One finished call's contribution (applied by the table's own rule)."""
+        ...
+
+    def end(self, program_id: str) -> None: ...
 
 
 class ProgramIdTaken(ValueError):
@@ -38,7 +59,7 @@ class ProgramIdTaken(ValueError):
 
 class Sessions:
     def __init__(self, policy: PolicyConfig, on_end: ProgramEnded | None = None,
-                 clock: Callable[[], float] = time.monotonic, shared: SharedPrograms | None = None) -> None:
+                 clock: Callable[[], float] = time.monotonic, shared: SharedTable | None = None) -> None:
         self.policy = policy
         self.shared = shared
         self.table = policy.new_table()
@@ -47,7 +68,6 @@ class Sessions:
         """program id -> how the gateway first recognised it (created, header, body, session)."""
         self.on_end = on_end
         self.clock = clock
-        self._bounds = policy.boundaries
         # Monotonic -> wall clock, for timestamps shown to clients.
         self._wall_offset = time.time() - clock()
 
@@ -141,9 +161,11 @@ class Sessions:
         return call
 
     def finish_call(self, call: Call, usage: Usage | None, wait_steps: float) -> None:
-        """Charge the call's service (from the engine's usage) and wait, then apply the service rule."""
+        """Charge the call's service (from the engine's usage, by the policy's formula: the one place
+        a gateway call's service is computed; read it back as `call.service`) and wait, then apply the
+        table's service rule."""
         if usage is not None:
-            call.service = usage.service(self.policy.prefill_weight)
+            call.service = usage.service(self.policy)
         call.wait = wait_steps
         program = call.program
         self.table.finish_call(call, self.clock())
@@ -153,10 +175,6 @@ class Sessions:
         if program.ephemeral and not program.calls:
             self.owners.pop(program.program_id, None)
             self._ended(program, "anonymous")
-
-    def level_of(self, service: float) -> int:
-        """Entry level of a call with this program service (boundaries of the policy config)."""
-        return bisect.bisect_right(self._bounds, service, 0, len(self._bounds) - 1) - 1
 
     # -- views -------------------------------------------------------------------------------------
 
@@ -180,7 +198,7 @@ class Sessions:
             "created": self.wall(program.created),
             "service": program.service,
             "wait": program.wait,
-            "level": self.level_of(program.service),
+            "level": self.policy.level_of(program.service),
             "engine": None if program.engine is None else engine_names[program.engine],
             "threads": sorted(program.threads),
             "completed_calls": program.completed_calls,

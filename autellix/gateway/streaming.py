@@ -6,10 +6,10 @@ a disconnect is only seen on `receive()`. `RelayStream` races the pump against a
 whichever ends first, closes the upstream response in `finally`. Closing an unfinished aiohttp response
 drops its connection, and vLLM aborts a request whose connection is gone: no leaked engine work.
 
-SSE handling: events are split on blank lines; only events mentioning "usage" are parsed (the common
-token chunk is forwarded without JSON work), unless `on_chunk` wants every chunk (the reply of a call
-whose program is inferred from its conversation, autellix.gateway.conversations). The usage chunk (`"choices": []` with `usage`) is recorded
-for accounting and stripped when the client did not ask for usage itself.
+SSE handling: events are split on blank lines and each is handed once to the call's StreamReader (its
+wire format's: autellix.gateway.api), which records usage (and replies, when collected) and says what
+the event is: content (forwarded and timed), usage only (stripped when the client did not ask for usage
+itself) or the end of the stream. Without a reader (pass-through) bytes are relayed as they come.
 """
 
 from __future__ import annotations
@@ -23,18 +23,14 @@ from dataclasses import dataclass
 import aiohttp
 from starlette.types import Message, Receive, Scope, Send
 
-from autellix.gateway.bodies import json_or_none
+from autellix.gateway.api import Event, StreamReader
 from autellix.gateway.errors import GatewayError
-from autellix.gateway.usage import Usage, parse_usage
-
-_DONE = b"data: [DONE]"
 
 
 @dataclass(slots=True)
 class StreamResult:
-    """What a relay saw: usage (if the engine sent it), content events and their times, the outcome."""
+    """What a relay saw: content events and their times, the outcome (usage: the reader's)."""
 
-    usage: Usage | None = None
     events: int = 0
     t_first: float = 0.0
     t_last: float = 0.0
@@ -55,14 +51,13 @@ class RelayStream:
     """An ASGI response streaming `upstream` to the client; `on_done(result)` runs exactly once: when
     the upstream is exhausted (before the client's last byte) or else when the relay ends."""
 
-    def __init__(self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]], sse: bool,
-                 strip_usage: bool, on_error: Callable[[Exception], GatewayError],
-                 on_done: Callable[[StreamResult], None],
-                 on_chunk: Callable[[object], None] | None = None) -> None:
+    def __init__(self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
+                 reader: StreamReader | None, on_error: Callable[[Exception], GatewayError],
+                 on_done: Callable[[StreamResult], None], strip_usage: bool = False) -> None:
         self.upstream = upstream
-        self.on_chunk = on_chunk
         self.headers = headers
-        self.sse = sse
+        self.reader = reader
+        """Reads the SSE events of a call's stream; None: relay raw bytes (pass-through)."""
         self.strip_usage = strip_usage
         self.on_error = on_error
         self.on_done = on_done
@@ -93,7 +88,7 @@ class RelayStream:
         buffer = b""
         try:
             async for chunk in self.upstream.content.iter_any():
-                if not self.sse:
+                if self.reader is None:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     continue
                 buffer += chunk
@@ -109,7 +104,7 @@ class RelayStream:
             tail = buffer
         except (TimeoutError, aiohttp.ClientError) as exc:
             error = self.result.error = self.on_error(exc)
-            tail = error.sse_event() if self.sse else b""
+            tail = error.sse_event() if self.reader is not None else b""
         # Charge the call before the client sees the end of the stream ([DONE], or the last byte when an
         # engine sends none), so that a client reading its program right after already sees this call.
         self._done()
@@ -121,28 +116,20 @@ class RelayStream:
             self.on_done(self.result)
 
     def _filter(self, block: bytes) -> bytes:
-        """Complete events in, events to forward out; records usage and content-event times."""
+        """Complete events in, events to forward out; records content-event times."""
+        assert self.reader is not None
         kept: list[bytes] = []
         now = time.perf_counter()
         result = self.result
         for event in block.split(b"\n\n"):
             if not event:
                 continue
-            data: object = None
-            if self.on_chunk is not None and event.startswith(b"data:") and not event.startswith(_DONE):
-                data = json_or_none(event[5:])
-                self.on_chunk(data)
-            if b'"usage"' in event and event.startswith(b"data:"):
-                if data is None:
-                    data = json_or_none(event[5:])
-                usage = parse_usage(data.get("usage")) if isinstance(data, dict) else None
-                if usage is not None:
-                    result.usage = usage
-                    if data.get("choices") == []:  # the usage-only chunk: no content
-                        if not self.strip_usage:
-                            kept.append(event)
-                        continue
-            if event.startswith(_DONE):
+            kind = self.reader.event(event)
+            if kind is Event.USAGE:
+                if not self.strip_usage:
+                    kept.append(event)
+                continue
+            if kind is Event.DONE:
                 result.ended = True
             else:
                 if not result.events:
@@ -151,4 +138,3 @@ class RelayStream:
                 result.t_last = now
             kept.append(event)
         return b"\n\n".join(kept) + b"\n\n" if kept else b""
-

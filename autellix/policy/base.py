@@ -109,7 +109,7 @@ class Policy(ABC):
         if decode_tokens < 0 or prefill_tokens < 0:
             raise ValueError(f"charge: token counts must be >= 0, got decode_tokens={decode_tokens}, "
                              f"prefill_tokens={prefill_tokens}")
-        amount = decode_tokens + self.config.prefill_weight * prefill_tokens
+        amount = self.config.service(decode_tokens, prefill_tokens)
         call.service += amount
         call.starve_service += amount
         return amount

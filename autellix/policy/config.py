@@ -9,6 +9,7 @@ not depend on how fast the hardware is.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 import os
@@ -137,6 +138,16 @@ class PolicyConfig:
     @property
     def num_levels(self) -> int:
         return len(self.boundaries) - 1
+
+    def service(self, decode_tokens: float, computed_prompt_tokens: float) -> float:
+        """A call's service for these tokens, in decode-token equivalents: decode tokens plus
+        `prefill_weight` x prompt tokens actually computed (the one formula: the policies' `charge`
+        and the gateway's accounting both use it)."""
+        return decode_tokens + self.prefill_weight * computed_prompt_tokens
+
+    def level_of(self, service: float) -> int:
+        """The level whose [lo, hi) of `boundaries` holds `service` (the last level holds the rest)."""
+        return bisect.bisect_right(self.boundaries, service, 0, len(self.boundaries) - 1) - 1
 
     def level_quanta(self) -> tuple[float, ...]:
         """Quantum per level; the last level never demotes."""

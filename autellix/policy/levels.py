@@ -53,8 +53,8 @@ class LevelPolicy(Policy):
     # -- levels ------------------------------------------------------------------------------------
 
     def level_of(self, service: float) -> int:
-        """The level whose [lo, hi) contains `service`."""
-        return bisect.bisect_right(self.bounds, service, 0, self.top + 1) - 1
+        """The level whose [lo, hi) contains `service` (PolicyConfig.level_of)."""
+        return self.config.level_of(service)
 
     def entry_service(self, call: Call) -> float:
         return call.start_service if self.program_aware else 0.0

@@ -112,7 +112,8 @@ class FakeEngine:
             for i in range(n):
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
-                delta = {"index": 0, "delta": {"content": f"t{i} "}} if chat else {"index": 0, "text": f"t{i} "}
+                piece = f"t{i} "
+                delta = {"index": 0, "delta": {"content": piece}} if chat else {"index": 0, "text": piece}
                 yield f"data: {json.dumps({'id': 'cmpl-fake', 'choices': [delta]})}\n\n"
             if usage is not None:
                 yield f"data: {json.dumps({'id': 'cmpl-fake', 'choices': [], 'usage': usage})}\n\n"

@@ -75,7 +75,7 @@ def start_served(engines: int, *args: str, vllm_args: tuple[str, ...] = ()) -> S
             "--port", str(port), "--engine-port", str(port + 1), *args]
     if vllm_args:
         argv += ["--", *vllm_args]
-    from autellix.engine.leftovers import shm_names
+    from autellix.deploy.leftovers import shm_names
 
     shm_before = shm_names()
     t0 = time.monotonic()
@@ -86,7 +86,8 @@ def start_served(engines: int, *args: str, vllm_args: tuple[str, ...] = ()) -> S
     try:
         def up() -> bool:
             if proc.poll() is not None:  # serve gave up (e.g. an engine failed to start): say why now
-                raise AssertionError(f"autellix serve exited ({proc.returncode}): " + "\n".join(s.lines[-40:]))
+                raise AssertionError(f"autellix serve exited ({proc.returncode}): "
+                                     + "\n".join(s.lines[-40:]))
             return s.health()["healthy"] == engines
 
         eventually(up, 900, f"{engines} healthy engine(s)")

@@ -53,7 +53,8 @@ def programs(served: Served) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     after = None
     while True:
-        page = served.client.get("/v1/programs", params={"limit": 100, **({"after": after} if after else {})}).json()
+        params = {"limit": 100, **({"after": after} if after else {})}
+        page = served.client.get("/v1/programs", params=params).json()
         out.update((p["id"], p) for p in page["data"])
         if not page["has_more"]:
             return out
@@ -212,7 +213,8 @@ def test_openai_agents_sdk_runs(served: Served, monkeypatch: pytest.MonkeyPatch)
 
     async def run(city: str) -> int:
         first = await Runner.run(agent, f"What is the weather in {city}?")
-        second = await Runner.run(agent, [*first.to_input_list(), {"role": "user", "content": "And tomorrow?"}])
+        follow_up = {"role": "user", "content": "And tomorrow?"}
+        second = await Runner.run(agent, [*first.to_input_list(), follow_up])
         return len(first.raw_responses) + len(second.raw_responses)
 
     async def both() -> list[int]:

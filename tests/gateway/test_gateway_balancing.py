@@ -26,9 +26,9 @@ def test_locality_pins_long_calls_of_a_program(make_harness: MakeHarness) -> Non
     try:
         import time
         deadline = time.monotonic() + 5
-        while sum(e.load.active for e in h.state.pool.engines) == 0 and time.monotonic() < deadline:
+        while sum(e.load.active for e in h.state.pool.upstreams) == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        busy_engine = next(e.name for e in h.state.pool.engines if e.load.active)
+        busy_engine = next(e.name for e in h.state.pool.upstreams if e.load.active)
         other = "engine-1" if busy_engine == "engine-0" else "engine-0"
         assert engine_of(h, json={"prompt": "short", "max_tokens": 1}) == other
         assert all(engine_of(h, json=long_body, headers={"X-Program-ID": "agent"}) == first
@@ -46,8 +46,8 @@ def test_round_robin_alternates(make_harness: MakeHarness) -> None:
 
 def test_least_used_prefers_idle_engine(make_harness: MakeHarness) -> None:
     h: Harness = make_harness(balancer="least_used")
-    h.state.pool.engines[0].load.active += 5  # pretend engine-0 is busy
+    h.state.pool.upstreams[0].load.active += 5  # pretend engine-0 is busy
     try:
         assert h.client.post("/v1/chat/completions", json=chat()).headers["x-autellix-engine"] == "engine-1"
     finally:
-        h.state.pool.engines[0].load.active -= 5
+        h.state.pool.upstreams[0].load.active -= 5

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from autellix.gateway.api import CHAT
+from autellix.gateway.api.chat import ChatReplies
+from autellix.gateway.api.completions import TextReplies
 from autellix.gateway.conversations import BLOCK, HANDOFF_MIN, ConversationIndex, MalformedMessages
-from autellix.gateway.replies import ReplyBuilder, replies_from_body
 
 SYSTEM = {"role": "system", "content": "You are a coding agent. Use the tools."}
 
@@ -53,7 +55,8 @@ def test_shared_prefix_or_identical_prompt_never_merges() -> None:
     assert a.program_id != b.program_id and b.how == "new"
     c = index.infer_chat(None, [SYSTEM, user("task"), say("plan C"), user("go")])  # a reply nobody gave
     assert c.how == "new" and c.program_id not in (a.program_id, b.program_id)
-    assert index.infer_chat(None, [SYSTEM, user("task"), say("plan B"), user("go")]).program_id == b.program_id
+    again = index.infer_chat(None, [SYSTEM, user("task"), say("plan B"), user("go")])
+    assert again.program_id == b.program_id
 
 
 def test_parallel_extensions_are_branch_threads() -> None:
@@ -152,7 +155,7 @@ def test_malformed_message_lists_are_rejected_with_the_place(messages: object) -
 
 
 def test_streamed_replies_are_assembled_like_complete_ones() -> None:
-    builder = ReplyBuilder(chat=True)
+    builder = ChatReplies()
     for chunk in ({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
                   {"choices": [{"index": 0, "delta": {"tool_calls": [
                       {"index": 0, "id": "call_9", "function": {"name": "get_", "arguments": ""}}]}}]},
@@ -161,15 +164,14 @@ def test_streamed_replies_are_assembled_like_complete_ones() -> None:
                   {"choices": [], "usage": {"prompt_tokens": 1}}, None):
         builder.add(chunk)
     streamed = builder.replies()
-    complete = replies_from_body({"choices": [{"index": 0, "message": {
+    complete = CHAT.replies({"choices": [{"index": 0, "message": {
         "role": "assistant", "content": None,
-        "tool_calls": [{"id": "call_9", "function": {"name": "get_weather", "arguments": '{"c": 1}'}}]}}]},
-        chat=True)
+        "tool_calls": [{"id": "call_9", "function": {"name": "get_weather", "arguments": '{"c": 1}'}}]}}]})
     index = ConversationIndex(ttl=60)
     a = index.infer_chat(None, [user("w?")])
     index.replied(a, streamed)
     assert index.infer_chat(None, [user("w?"), complete[0], user("thanks")]).program_id == a.program_id
-    text = ReplyBuilder(chat=False)
+    text = TextReplies()
     text.add({"choices": [{"index": 0, "text": "Hel"}]})
     text.add({"choices": [{"index": 0, "text": "lo"}]})
     assert text.replies() == ["Hello"]

@@ -23,7 +23,7 @@ pytest.importorskip("vllm")
 from served_harness import Served, eventually, start_served, stop_served  # noqa: E402
 
 from autellix.client import Program  # noqa: E402
-from autellix.engine.leftovers import group_pids, shm_in_use, shm_names  # noqa: E402
+from autellix.deploy.leftovers import group_pids, shm_in_use, shm_names  # noqa: E402
 
 LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > --long-prompt 64
 
@@ -43,8 +43,8 @@ def test_chat_and_completions_stream_and_not(served: Served) -> None:
     model = served.model()
     client = openai.OpenAI(base_url=served.url + "/v1", api_key="none", max_retries=0)
     with Program(client) as p:
-        r = p.chat.completions.create(model=model, max_tokens=16,
-                                      messages=[{"role": "user", "content": "What is the capital of France?"}])
+        question = {"role": "user", "content": "What is the capital of France?"}
+        r = p.chat.completions.create(model=model, max_tokens=16, messages=[question])
         assert r.choices[0].message.content.strip() and r.usage.completion_tokens > 0
         parts = [c.choices[0].delta.content or "" for c in p.chat.completions.create(
             model=model, max_tokens=12, stream=True, messages=[{"role": "user", "content": "Say hello."}])
@@ -111,10 +111,12 @@ def test_session_lifecycle_metrics_and_errors(served: Served) -> None:
     assert served.client.delete(f"/v1/programs/{pid}").status_code == 200
     assert served.client.get(f"/v1/programs/{pid}").status_code == 404
     assert served.client.post("/v1/chat/completions", content=b"{oops").status_code == 400
-    big = served.client.post("/v1/completions", json={"model": model, "prompt": "hello " * 9000, "max_tokens": 4})
+    big = served.client.post("/v1/completions",
+                             json={"model": model, "prompt": "hello " * 9000, "max_tokens": 4})
     assert big.status_code == 400 and "context length" in big.json()["error"]["message"]  # vLLM's own
     text = served.client.get("/metrics").text
-    for needle in ('autellix_engine_healthy{engine="engine-1"', 'autellix_calls_total{endpoint="/v1/chat/completions"',
+    for needle in ('autellix_engine_healthy{engine="engine-1"',
+                   'autellix_calls_total{endpoint="/v1/chat/completions"',
                    'autellix_programs_ended_total{how="ended"}', "autellix_program_duration_seconds_count",
                    'autellix_engine_active_calls{engine="engine-0"} 0.0'):
         assert needle in text, needle

@@ -36,7 +36,7 @@ def test_client_disconnect_mid_stream_cancels_engine_request(make_harness: MakeH
             if i >= 6:
                 break
     eventually(lambda: sum(f.cancelled for f in h.fakes) == 1)
-    eventually(lambda: h.state.pool.engines[0].load.active == 0)
+    eventually(lambda: h.state.pool.upstreams[0].load.active == 0)
     info = h.client.get("/v1/programs/p").json()
     assert info["active_calls"] == [] and 0 < info["service"] < 200  # charged what was streamed
     assert sum(f.completed for f in h.fakes) == 0
@@ -47,7 +47,7 @@ def test_client_disconnect_while_waiting_cancels_engine_request(make_harness: Ma
     with pytest.raises(httpx.ReadTimeout):
         h.client.post("/v1/chat/completions", json=chat(max_tokens=60), timeout=0.4)
     eventually(lambda: sum(f.cancelled for f in h.fakes) == 1)
-    eventually(lambda: sum(e.load.active for e in h.state.pool.engines) == 0)
+    eventually(lambda: sum(e.load.active for e in h.state.pool.upstreams) == 0)
     assert not any(p.calls for p in h.state.sessions.table.programs.values())  # no call leaked
 
 
@@ -56,7 +56,7 @@ def test_refused_connection_is_retried_on_another_engine(make_harness: MakeHarne
     h.servers[0].stop()
     r = h.client.post("/v1/chat/completions", json=chat())
     assert r.status_code == 200 and r.headers["x-autellix-engine"] == "engine-1"
-    assert h.state.pool.engines[0].load.healthy is False
+    assert h.state.pool.upstreams[0].load.healthy is False
 
 
 def test_no_healthy_engine_is_503(make_harness: MakeHarness) -> None:
@@ -130,7 +130,7 @@ def test_engine_death_mid_run(dying: tuple[Subprocess, FakeEngine, httpx.Client,
     workers = [threading.Thread(target=in_flight), threading.Thread(target=in_flight_stream)]
     for w in workers:
         w.start()
-    eventually(lambda: gw.pool.engines[0].load.active == 2)
+    eventually(lambda: gw.pool.upstreams[0].load.active == 2)
     time.sleep(0.5)  # both calls are mid-generation on engine-0
     sub.kill()
     for w in workers:
@@ -152,7 +152,7 @@ def test_engine_death_mid_run(dying: tuple[Subprocess, FakeEngine, httpx.Client,
     assert again.status_code == 200 and again.headers["x-autellix-engine"] == "engine-1"
     assert client.get("/v1/programs/long").json()["engine"] == "engine-1"
     assert client.get("/health").json()["healthy"] == 1
-    assert sum(e.load.active for e in gw.pool.engines) == 0
+    assert sum(e.load.active for e in gw.pool.upstreams) == 0
 
     # The restarted engine rejoins: healthy again and receiving calls.
     sub.start()

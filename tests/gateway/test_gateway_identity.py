@@ -63,5 +63,6 @@ def test_prompt_cache_key_is_a_program_id_of_last_resort_and_stays_in_the_body()
     body = {"prompt_cache_key": "k1", "messages": []}
     ident = resolve_identity({}, body)
     assert (ident.program_id, ident.source) == ("k1", "prompt_cache_key") and body["prompt_cache_key"] == "k1"
-    assert resolve_identity({"x-claude-code-session-id": "c"}, {"prompt_cache_key": "k1"}).source == "claude-code"
+    by_harness = resolve_identity({"x-claude-code-session-id": "c"}, {"prompt_cache_key": "k1"})
+    assert by_harness.source == "claude-code"
     assert resolve_identity({}, {"prompt_cache_key": "  "}).program_id is None

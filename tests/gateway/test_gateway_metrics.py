@@ -38,6 +38,7 @@ def test_metrics_exposition(harness: Harness) -> None:
 
 def test_calls_are_counted_by_entry_level(harness: Harness) -> None:
     for _ in range(4):  # 0, 100, 200, 300 -> levels 0, 0, 0, 1
-        harness.client.post("/v1/chat/completions", json=chat("", max_tokens=100), headers={"X-Program-ID": "q"})
+        harness.client.post("/v1/chat/completions", json=chat("", max_tokens=100),
+                            headers={"X-Program-ID": "q"})
     text = harness.client.get("/metrics").text
     assert 'autellix_calls_total{endpoint="/v1/chat/completions",engine="engine-0",level="1"} 1.0' in text

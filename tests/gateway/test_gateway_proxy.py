@@ -140,7 +140,8 @@ def test_program_end_reaches_every_engine_within_a_second(make_harness: MakeHarn
 
     h = make_harness(n=2, policy=PolicyConfig(table_ttl=0.3))
     pid = h.client.post("/v1/programs").json()["id"]
-    assert h.client.post("/v1/chat/completions", json=chat(), headers={"X-Program-ID": pid}).status_code == 200
+    first = h.client.post("/v1/chat/completions", json=chat(), headers={"X-Program-ID": pid})
+    assert first.status_code == 200
 
     def notices(program: str) -> list[dict]:
         return [r for f in h.fakes for r in f.requests if r.get("vllm_xargs", {}).get("autellix_end")
@@ -177,7 +178,8 @@ def test_programs_are_listed_with_their_source_paged_and_per_owner(make_harness:
     assert [p["id"] for p in page["data"]] == ["a-created", "b-header", "c-body"] and page["has_more"]
     assert [p["source"] for p in page["data"]] == ["created", "header", "body"]
     rest = c.get("/v1/programs", params={"after": page["last_id"]}).json()
-    assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session"), ("e-claude", "claude-code")]
+    assert [(p["id"], p["source"]) for p in rest["data"]] == [("d-session", "session"),
+                                                               ("e-claude", "claude-code")]
     assert not rest["has_more"]
     assert any(r.get("vllm_xargs", {}).get("autellix_program") == "e-claude" for r in harness.requests())
     assert c.delete("/v1/programs/b-header").json()["source"] == "header"

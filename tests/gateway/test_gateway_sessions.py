@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from autellix.gateway.api import Usage
 from autellix.gateway.identity import Identity
 from autellix.gateway.sessions import ProgramIdTaken, Sessions
-from autellix.gateway.usage import Usage
 from autellix.policy.config import PolicyConfig
 from autellix.programs import UnknownProgram
 
@@ -19,7 +19,10 @@ class Clock:
         return self.t
 
 
-def make(ttl: float = 10.0, policy: PolicyConfig | None = None) -> tuple[Sessions, Clock, list[tuple[str, str]]]:
+Ended = list[tuple[str, str]]
+
+
+def make(ttl: float = 10.0, policy: PolicyConfig | None = None) -> tuple[Sessions, Clock, Ended]:
     clock, ended = Clock(), []
     policy = (policy or PolicyConfig()).replace(table_ttl=ttl)
     sessions = Sessions(policy, on_end=lambda p, how: ended.append((p.program_id, how)), clock=clock)
@@ -83,4 +86,4 @@ def test_ttl_expiry_skips_active_programs() -> None:
 
 def test_level_of_uses_policy_boundaries() -> None:
     s, _, _ = make()
-    assert [s.level_of(x) for x in (0, 255, 256, 600, 1e9)] == [0, 0, 1, 2, 7]
+    assert [s.policy.level_of(x) for x in (0, 255, 256, 600, 1e9)] == [0, 0, 1, 2, 7]

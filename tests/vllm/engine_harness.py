@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from autellix.engine.launch import start_engine, stop_engine, wait_ready
+from autellix.deploy.launch import start_engine, stop_engine, wait_ready
 from autellix.model import default_model_path, is_prepared, prepare_default_model
 
 MODEL_NAME = "SmolLM2-135M-Instruct"

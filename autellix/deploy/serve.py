@@ -24,7 +24,9 @@ from autellix.gateway.config import GatewayConfig
 from autellix.policy.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from autellix.gateway.supervisor import Supervisor
+    from autellix.deploy.program_store import SharedPrograms
+    from autellix.deploy.ray_engines import RayEngines
+    from autellix.deploy.supervisor import Supervisor
 
 log = logging.getLogger("autellix.serve")
 
@@ -36,7 +38,7 @@ gateway is closing at that instant (which would fail with a reset although the g
 
 def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     from autellix.balance import BALANCERS
-    from autellix.engine.launch import ENGINE_POLICIES
+    from autellix.deploy.launch import ENGINE_POLICIES
 
     p = subparsers.add_parser(
         "serve", help="serve an OpenAI-compatible gateway over N vLLM engines with Autellix scheduling",
@@ -140,8 +142,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: list[str]) -> Supervisor:
-    from autellix.engine.launch import check_vllm_version
-    from autellix.gateway.supervisor import Supervisor
+    from autellix.deploy.launch import check_vllm_version
+    from autellix.deploy.supervisor import Supervisor
     from autellix.model import cache_root, resolve_model
 
     check_vllm_version(args.allow_untested_vllm)
@@ -155,7 +157,7 @@ def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: li
 
 def _wait_local(supervisor: Supervisor, timeout: float) -> None:
     """Block until every local engine is healthy, printing progress; fail fast if one exits."""
-    from autellix.gateway.supervisor import answers_health
+    from autellix.deploy.supervisor import answers_health
 
     t0, last, tty = time.monotonic(), "", sys.stderr.isatty()
     while True:
@@ -168,8 +170,9 @@ def _wait_local(supervisor: Supervisor, timeout: float) -> None:
             raise RuntimeError(f"engine-{e.index} exited with code {e.process.returncode} while starting; "
                                f"last lines of {e.log}:\n" + "\n".join(tail))
         elapsed = time.monotonic() - t0
-        status = "  ".join(f"engine-{e.index}:{'ready' if e.ready else 'starting'}" for e in supervisor.engines)
-        line = f"[{elapsed:5.0f}s] {sum(e.ready for e in supervisor.engines)}/{len(supervisor.engines)} ready  {status}"
+        engines = supervisor.engines
+        status = "  ".join(f"engine-{e.index}:{'ready' if e.ready else 'starting'}" for e in engines)
+        line = f"[{elapsed:5.0f}s] {sum(e.ready for e in engines)}/{len(engines)} ready  {status}"
         if tty:
             print("\r" + line, end="", file=sys.stderr, flush=True)
         elif status != last or int(elapsed) % 30 == 0:
@@ -180,14 +183,14 @@ def _wait_local(supervisor: Supervisor, timeout: float) -> None:
                 print(file=sys.stderr)
             return
         if elapsed > timeout:
-            raise TimeoutError(f"engines not ready after {timeout:.0f}s (logs: {supervisor.engines[0].log.parent})")
+            raise TimeoutError(f"engines not ready after {timeout:.0f}s (logs: {engines[0].log.parent})")
         time.sleep(1.0)
 
 
 def _wait_attached(urls: list[str], timeout: float = 10.0) -> None:
     """Attached engines are not ours to wait for long: warn about those down; the gateway's health
     checks add them as soon as they answer."""
-    from autellix.gateway.supervisor import answers_health
+    from autellix.deploy.supervisor import answers_health
 
     deadline = time.monotonic() + timeout
     down = list(urls)
@@ -213,9 +216,9 @@ def engine_resources(vllm_args: list[str], gpu_build: bool) -> tuple[float, floa
 
 
 def _serve_on_ray(args: argparse.Namespace) -> int:
-    from autellix.engine.launch import on_cpu_build
-    from autellix.gateway.program_store import SharedPrograms
-    from autellix.gateway.ray_engines import RayEngines
+    from autellix.deploy.launch import on_cpu_build
+    from autellix.deploy.program_store import SharedPrograms
+    from autellix.deploy.ray_engines import RayEngines
     from autellix.model import resolve_model
 
     if args.engine_url:
@@ -248,13 +251,13 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
         print("all engines stopped", file=sys.stderr, flush=True)
 
 
-def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: object = None,
-                 shared: object = None) -> int:
+def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: RayEngines | None = None,
+                 shared: SharedPrograms | None = None) -> int:
     import uvicorn
 
     from autellix.gateway.app import create_app
 
-    app = create_app(config, ray_engines, shared)  # type: ignore[arg-type]
+    app = create_app(config, ray_engines, shared)
     names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines)) or "engines from Ray"
     print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer})",
           file=sys.stderr, flush=True)

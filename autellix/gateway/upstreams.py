@@ -1,7 +1,12 @@
-"""The engine pool: one entry per vLLM engine, health checks, load for the balancer, step-time estimates.
+"""The upstream pool: the gateway's view of each vLLM engine it forwards to (an `Upstream`: address,
+health, load for the balancer, step-time estimate), and the choice of one for a call.
+
+"Upstream" is the gateway's word for an engine endpoint; the engine itself (vLLM with the Autellix
+plugin) is autellix.engine, and its process is deployment's (autellix.deploy). The names shown to
+clients and in metrics stay "engine-<i>".
 
 Invariants:
-- `Engine.load.active` counts calls the gateway has in flight on that engine; the proxy increments it
+- `Upstream.load.active` counts calls the gateway has in flight on that engine; the proxy increments it
   before sending and decrements it in a `finally`, so it returns to 0 whatever happens to a call.
 - An engine is picked only while `load.healthy`. Health flips to False on a failed /health probe or on a
   connection failure of a call (at once, so the next call already avoids it) and back to True on the
@@ -32,8 +37,8 @@ _PREEMPTIONS = re.compile(rb"^vllm:num_preemptions(?:_total)?(?:\{[^}]*\})?\s+([
 _STEP_ALPHA = 0.2  # EWMA weight of a new step-time sample: recent enough to follow load, smooth enough
 
 
-class Engine:
-    """One vLLM engine as the gateway sees it."""
+class Upstream:
+    """One vLLM engine as the gateway sees it (index i: `engine-<i>`, for good)."""
 
     def __init__(self, index: int, url: str) -> None:
         self.index = index
@@ -73,14 +78,14 @@ class Engine:
         return round(max(0.0, latency / step - completion_tokens), 3)
 
 
-class EnginePool:
-    """All engines, their health loop, and the choice of engine for a call. `open()` (inside the event
+class UpstreamPool:
+    """All upstreams, their health loop, and the choice of one for a call. `open()` (inside the event
     loop) creates the HTTP session; `close()` ends it."""
 
     def __init__(self, urls: Sequence[str], balancer: Balancer, health_interval: float = 1.0,
                  health_timeout: float = 2.0, metrics_interval: float = 5.0) -> None:
-        self.engines = [Engine(i, url) for i, url in enumerate(urls)]
-        self.loads = [e.load for e in self.engines]
+        self.upstreams = [Upstream(i, url) for i, url in enumerate(urls)]
+        self.loads = [e.load for e in self.upstreams]
         self.balancer = balancer
         self.health_interval = health_interval
         self.health_timeout = health_timeout
@@ -107,77 +112,82 @@ class EnginePool:
         return self._session
 
     def __len__(self) -> int:
-        return len(self.engines)
+        return len(self.upstreams)
 
     @property
     def healthy_count(self) -> int:
-        return sum(e.load.healthy for e in self.engines)
+        return sum(e.load.healthy for e in self.upstreams)
 
-    def pick(self, program: Program, prompt_tokens: int, exclude: frozenset[int] = frozenset()) -> Engine:
+    def pick(self, program: Program, prompt_tokens: int, exclude: frozenset[int] = frozenset()) -> Upstream:
         """The engine for a call; raises NoHealthyEngine. `exclude`: engines that just failed to
         connect for this call (skipped even if their health flag has not caught up)."""
-        loads = self.loads if not exclude else [
-            EngineLoad(x.index, x.healthy and x.index not in exclude, x.active) for x in self.loads]
-        return self.engines[self.balancer.pick(program, prompt_tokens, loads)]
+        return self.upstreams[self.balancer.pick(program, prompt_tokens, self._loads(exclude))]
 
-    def pick_any(self) -> Engine:
-        """Least-used healthy engine, for calls outside any program (/v1/models, pass-through)."""
-        return self.engines[least_used(self.loads)]
+    def _loads(self, exclude: frozenset[int]) -> list[EngineLoad]:
+        """The balancer's view: excluded upstreams count as unhealthy for this call."""
+        if not exclude:
+            return self.loads
+        return [EngineLoad(x.index, x.healthy and x.index not in exclude, x.active) for x in self.loads]
 
-    def add(self, url: str = "") -> Engine:
+    def pick_any(self, exclude: frozenset[int] = frozenset()) -> Upstream:
+        """Least-used healthy engine, for calls outside any program (/v1/models, pass-through);
+        raises NoHealthyEngine. `exclude` as for `pick`."""
+        return self.upstreams[least_used(self._loads(exclude))]
+
+    def add(self, url: str = "") -> Upstream:
         """A new engine, unhealthy until its first good probe. Indices only grow, so program pins and
         metric labels never point at another engine."""
-        engine = Engine(len(self.engines), url)
-        self.engines.append(engine)
-        self.loads.append(engine.load)
-        return engine
+        upstream = Upstream(len(self.upstreams), url)
+        self.upstreams.append(upstream)
+        self.loads.append(upstream.load)
+        return upstream
 
-    def move(self, engine: Engine, url: str) -> None:
+    def move(self, upstream: Upstream, url: str) -> None:
         """The engine now answers at `url` (restarted elsewhere): unhealthy until probed there."""
-        if url != engine.url:
-            log.info("%r moves to %s", engine, url or "(unknown)")
-            engine.url, engine.model = url, None
-            self.mark_failed(engine, "address changed" if url else "restarting")
+        if url != upstream.url:
+            log.info("%r moves to %s", upstream, url or "(unknown)")
+            upstream.url, upstream.model = url, None
+            self.mark_failed(upstream, "address changed" if url else "restarting")
 
-    def retire(self, engine: Engine) -> None:
-        engine.retired = True
-        self.mark_failed(engine, "retired")
+    def retire(self, upstream: Upstream) -> None:
+        upstream.retired = True
+        self.mark_failed(upstream, "retired")
 
-    def mark_failed(self, engine: Engine, error: str) -> None:
-        if engine.load.healthy:
-            log.warning("%r marked unhealthy: %s", engine, error)
-        engine.load.healthy = False
-        engine.last_error = error
+    def mark_failed(self, upstream: Upstream, error: str) -> None:
+        if upstream.load.healthy:
+            log.warning("%r marked unhealthy: %s", upstream, error)
+        upstream.load.healthy = False
+        upstream.last_error = error
 
-    async def probe(self, engine: Engine) -> bool:
+    async def probe(self, upstream: Upstream) -> bool:
         """One /health check; updates the engine's flag and returns it."""
-        if engine.retired or not engine.url:
+        if upstream.retired or not upstream.url:
             return False
         try:
-            async with self.session.get(engine.url + "/health", timeout=self._probe_timeout()) as resp:
+            async with self.session.get(upstream.url + "/health", timeout=self._probe_timeout()) as resp:
                 await resp.read()
                 ok, error = resp.status == 200, f"/health answered {resp.status}"
         except (TimeoutError, aiohttp.ClientError) as exc:
             ok, error = False, f"{type(exc).__name__}: {exc}"
-        if ok and not engine.load.healthy:
-            log.info("%r is healthy", engine)
+        if ok and not upstream.load.healthy:
+            log.info("%r is healthy", upstream)
         if ok:
-            engine.load.healthy, engine.last_error = True, None
+            upstream.load.healthy, upstream.last_error = True, None
         else:
-            self.mark_failed(engine, error)
+            self.mark_failed(upstream, error)
         return ok
 
     def _probe_timeout(self) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=self.health_timeout)
 
     async def probe_all(self) -> int:
-        results = await asyncio.gather(*(self.probe(e) for e in self.engines))
+        results = await asyncio.gather(*(self.probe(e) for e in self.upstreams))
         return sum(results)
 
-    async def scrape_preemptions(self, engine: Engine) -> None:
+    async def scrape_preemptions(self, upstream: Upstream) -> None:
         """Read vLLM's preemption counter (best effort: engines without it leave None)."""
         try:
-            async with self.session.get(engine.url + "/metrics", timeout=self._probe_timeout()) as resp:
+            async with self.session.get(upstream.url + "/metrics", timeout=self._probe_timeout()) as resp:
                 text = await resp.read()
                 status = resp.status
         except (TimeoutError, aiohttp.ClientError):
@@ -185,28 +195,29 @@ class EnginePool:
         if status == 200:
             values = [float(m) for m in _PREEMPTIONS.findall(text)]
             if values:
-                engine.preemptions = sum(values)
+                upstream.preemptions = sum(values)
 
     async def end_program(self, program_id: str) -> int:
         """Tell every healthy engine that the program ended (a program-end notice:
         autellix.context.end_notice), so each releases the KV it holds for it at once. Best effort and
         concurrent; returns how many engines accepted it."""
-        results = await asyncio.gather(*(self._notify_end(e, program_id) for e in self.engines
+        results = await asyncio.gather(*(self._notify_end(e, program_id) for e in self.upstreams
                                          if e.load.healthy))
         return sum(results)
 
-    async def _notify_end(self, engine: Engine, program_id: str) -> bool:
+    async def _notify_end(self, upstream: Upstream, program_id: str) -> bool:
         timeout = self._probe_timeout()
         try:
-            if engine.model is None:
-                async with self.session.get(engine.url + "/v1/models", timeout=timeout) as resp:
-                    engine.model = str((await resp.json(content_type=None))["data"][0]["id"])
-            body = {"model": engine.model, **end_notice(program_id)}
-            async with self.session.post(engine.url + "/v1/completions", json=body, timeout=timeout) as resp:
+            if upstream.model is None:
+                async with self.session.get(upstream.url + "/v1/models", timeout=timeout) as resp:
+                    upstream.model = str((await resp.json(content_type=None))["data"][0]["id"])
+            body = {"model": upstream.model, **end_notice(program_id)}
+            url = upstream.url + "/v1/completions"
+            async with self.session.post(url, json=body, timeout=timeout) as resp:
                 await resp.read()
                 return resp.status == 200
         except (TimeoutError, aiohttp.ClientError, KeyError, IndexError, TypeError, ValueError) as exc:
-            log.debug("%r: program-end notice for %s failed: %s", engine, program_id, exc)
+            log.debug("%r: program-end notice for %s failed: %s", upstream, program_id, exc)
             return False
 
     async def run_health_loop(self) -> None:
@@ -218,8 +229,8 @@ class EnginePool:
             await self.probe_all()
             if self.metrics_interval and loop.time() >= next_scrape:
                 next_scrape = loop.time() + self.metrics_interval
-                await asyncio.gather(*(self.scrape_preemptions(e) for e in self.engines
+                await asyncio.gather(*(self.scrape_preemptions(e) for e in self.upstreams
                                        if e.load.healthy))
 
 
-__all__ = ["Engine", "EnginePool", "NoHealthyEngine"]
+__all__ = ["NoHealthyEngine", "Upstream", "UpstreamPool"]

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from fake_engine import FakeEngine, ServerThread
 
+from autellix.deploy.program_store import ProgramStore, SharedPrograms
 from autellix.gateway import GatewayConfig, create_app
-from autellix.gateway.program_store import ProgramStore, SharedPrograms
 from autellix.gateway.sessions import Sessions
 from autellix.policy.config import PolicyConfig
 

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fake_engine import FakeEngine, ServerThread, free_port
 
-from autellix.gateway import serve, supervisor
-from autellix.gateway.supervisor import Supervisor, assign_gpus
+from autellix.deploy import serve, supervisor
+from autellix.deploy.supervisor import Supervisor, assign_gpus
 
-FAKE = Path(__file__).with_name("fake_engine.py")
+FAKE = Path(__file__).parents[1] / "gateway" / "fake_engine.py"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,7 +50,7 @@ def test_gateway_config_from_args(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def fake_start_engine(model: str, policy: str, port: int, *, log: Path, env: dict[str, str],
                       **kwargs: Any) -> subprocess.Popen:
-    """Stands in for autellix.engine.launch.start_engine: a FakeEngine in its own process group."""
+    """Stands in for autellix.deploy.launch.start_engine: a FakeEngine in its own process group."""
     return subprocess.Popen([sys.executable, str(FAKE), "--port", str(port)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -69,7 +69,8 @@ def wait(check: Any, timeout: float = 20) -> None:
         time.sleep(0.05)
 
 
-def test_supervisor_restarts_dead_engines_and_stops_all(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_supervisor_restarts_dead_engines_and_stops_all(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
     monkeypatch.setattr(supervisor, "start_engine", fake_start_engine)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setattr(supervisor, "visible_gpus", lambda: [])

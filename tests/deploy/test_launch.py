@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autellix.cli import parse_args
-from autellix.engine.launch import SCHEDULER_CLS, engine_argv, engine_env
+from autellix.deploy.launch import SCHEDULER_CLS, engine_argv, engine_env
 
 
 def test_plugin_argv(tmp_path):
@@ -36,7 +36,8 @@ def test_env_carries_policy_and_knobs():
 
 def test_cli_registers_engine_and_model_commands():
     args = parse_args(["engine", "--policy", "plas", "--port", "9000", "--max-num-seqs", "2"])
-    assert (args.policy, args.port, args.max_num_seqs, args.model, args.vllm_args) == ("plas", 9000, 2, None, [])
+    assert (args.policy, args.port, args.max_num_seqs, args.model, args.vllm_args) == (
+        "plas", 9000, 2, None, [])
     # Options after the model are still ours; only what follows `--` goes to vLLM.
     args = parse_args(["engine", "/m", "--policy", "mlfq", "--", "--seed", "3", "--policy", "x"])
     assert (args.model, args.policy, args.vllm_args) == ("/m", "mlfq", ["--seed", "3", "--policy", "x"])
@@ -60,7 +61,7 @@ def test_engine_trace_flag_reaches_the_plugin(monkeypatch, tmp_path):
 
 
 def test_engine_prints_the_vllm_version_and_refuses_an_untested_one(monkeypatch, capsys):
-    from autellix.engine import launch
+    from autellix.deploy import launch
 
     assert launch.check_vllm_version().startswith("0.3")  # the installed, tested release
     assert "vLLM 0." in capsys.readouterr().err

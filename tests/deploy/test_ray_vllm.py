@@ -29,10 +29,10 @@ ray = pytest.importorskip("ray")
 from fake_engine import ServerThread  # noqa: E402
 from served_harness import eventually  # noqa: E402
 
-from autellix.engine.leftovers import group_pids, shm_in_use  # noqa: E402
+from autellix.deploy.leftovers import group_pids, shm_in_use  # noqa: E402
+from autellix.deploy.program_store import SharedPrograms  # noqa: E402
+from autellix.deploy.ray_engines import RayEngines  # noqa: E402
 from autellix.gateway import GatewayConfig, create_app  # noqa: E402
-from autellix.gateway.program_store import SharedPrograms  # noqa: E402
-from autellix.gateway.ray_engines import RayEngines  # noqa: E402
 from autellix.policy.config import PolicyConfig  # noqa: E402
 
 LONG = "Tell me a story about a dragon. " * 40  # ~320 estimated tokens > long_prompt 64: pinned calls
@@ -141,7 +141,8 @@ def test_scaling_to_two_engines_while_serving(served: RayServed) -> None:
 
 
 def test_replicas_share_one_entry_per_program_and_outlive_each_other(served: RayServed) -> None:
-    eventually(lambda: [e["healthy"] for e in served.client_b.get("/health").json()["engines"]] == [True, True],
+    eventually(lambda: [e["healthy"] for e in served.client_b.get("/health").json()["engines"]]
+               == [True, True],
                30, "the second replica to follow the scaled engines")
     model = served.client.get("/v1/models").json()["data"][0]["id"]
     body = {"model": model, "prompt": LONG, "max_tokens": 4}

@@ -1,4 +1,4 @@
-"""Removing what a killed process group left in /dev/shm (autellix.engine.leftovers), with real
+"""Removing what a killed process group left in /dev/shm (autellix.deploy.leftovers), with real
 shared-memory segments and a real killed process group."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from multiprocessing import shared_memory
 
 import pytest
 
-from autellix.engine.leftovers import group_pids, remove_unused, shm_in_use
+from autellix.deploy.leftovers import group_pids, remove_unused, shm_in_use
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.path.isdir("/proc"),
                                 reason="Linux /dev/shm and /proc only")

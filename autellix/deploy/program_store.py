@@ -1,5 +1,9 @@
 """The process table shared by several gateway replicas (`autellix serve --ray`, docs/deploy.md).
 
+Here, not in the gateway, because it is Ray machinery: the gateway only states what it needs from a
+shared table (autellix.gateway.sessions.SharedTable) and runs without Ray; `SharedPrograms` is that
+table's Ray implementation, made by `autellix serve --ray` (autellix.deploy.serve).
+
 `ProgramStore` (a named, detached Ray actor, so it outlives any replica) holds the shared table:
 each program's owner, service, wait and engine pin, kept by the same `ProcessTable` rule as one
 gateway. A replica keeps its own table as a cache and talks to the store twice per call:
@@ -20,12 +24,11 @@ import logging
 import time
 from typing import Any
 
+from autellix.gateway.sessions import Snapshot
 from autellix.policy.config import PolicyConfig
 
 log = logging.getLogger("autellix.gateway")
 STORE_NAME = "autellix-programs"
-Snapshot = tuple[float, float, int | None, int]
-"""(service, wait, engine pin, completed calls) of one program."""
 
 
 class ProgramStore:
@@ -52,7 +55,8 @@ class ProgramStore:
         """One finished call of the program, replayed into the shared table by its rule."""
         now = time.monotonic()
         call = self.table.new_call(program_id, thread=thread, now=now)
-        call.start_service, call.start_wait, call.service, call.wait = start_service, start_wait, service, wait
+        call.start_service, call.start_wait = start_service, start_wait
+        call.service, call.wait = service, wait
         self.table.finish_call(call, now)
         if call.program.engine is None:
             call.program.engine = engine
@@ -71,7 +75,8 @@ class ProgramStore:
 
 
 class SharedPrograms:
-    """A replica's handle on the store; never raises: an unreachable store means local state only."""
+    """A replica's handle on the store (a SharedTable); never raises: an unreachable store means local
+    state only."""
 
     def __init__(self, actor: Any, timeout: float = 1.0) -> None:
         self.actor = actor

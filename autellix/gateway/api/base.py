@@ -1,0 +1,121 @@
+"""The seam between the gateway and an API's wire format: what the gateway needs from each API it
+serves (chat completions, text completions; later the Anthropic Messages API, the OpenAI Responses API).
+
+A WireFormat is stateless and shared by all calls; a StreamReader lives for one streamed answer. The
+gateway itself never looks inside a body or a payload: it parses a request body once (a JSON object,
+autellix.gateway.bodies) and hands it to its WireFormat, which reads what the gateway needs from it and
+from the engine's answer.
+
+Invariants every WireFormat keeps:
+- An engine's complete answer is parsed once (`read_answer`), and each streamed event at most once
+  (`StreamReader.event`); engine output that is not JSON is never an error of the call.
+- `prepare` is the only change to the client's body before it goes to the engine: it asks the engine
+  for usage (so the call can be charged) and adds the program context (`vllm_xargs`).
+- Replies are returned in the shape a client sends them back in its next call (the conversation index,
+  autellix.gateway.conversations, matches them): chat messages for chat APIs, strings for text ones.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from autellix.gateway.conversations import ConversationIndex, Inference
+from autellix.policy.config import PolicyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts an engine reported for one call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens served from the prefix cache (not computed)."""
+
+    def service(self, policy: PolicyConfig) -> float:
+        """The call's service by the policy core's formula (PolicyConfig.service)."""
+        return policy.service(self.completion_tokens, max(0, self.prompt_tokens - self.cached_tokens))
+
+
+@dataclass(slots=True)
+class Answer:
+    """What the gateway keeps of an engine's complete answer."""
+
+    usage: Usage | None = None
+    replies: list[Any] = field(default_factory=list)
+    """Only collected when asked for (programs inferred from their conversation)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A request body as it goes to the engine."""
+
+    content: bytes
+    stream: bool
+    wants_usage: bool
+    """The client asked for usage in its stream itself (else the usage event is stripped)."""
+
+
+class Event(enum.Enum):
+    """What one SSE event of a streamed answer is, for the relay."""
+
+    CONTENT = "content"
+    """A content event (tokens, or an error): forwarded, and timed for step-time estimates."""
+    USAGE = "usage"
+    """An event carrying only usage: forwarded only when the client asked for usage."""
+    DONE = "done"
+    """The end of the stream (OpenAI's `data: [DONE]`)."""
+
+
+class StreamReader(ABC):
+    """Reads one streamed answer, event by event (one event: the bytes between blank lines)."""
+
+    usage: Usage | None = None
+
+    @abstractmethod
+    def event(self, event: bytes) -> Event:
+        """Classify one event; record its usage and, when collecting, its part of the replies."""
+
+    @abstractmethod
+    def replies(self) -> list[Any]:
+        """The replies of the stream so far (empty unless collecting)."""
+
+
+class WireFormat(ABC):
+    """One API's request and answer format (see the module doc for the invariants)."""
+
+    path: ClassVar[str]
+    """The route it serves, e.g. "/v1/chat/completions" (the engine serves the same path)."""
+
+    @abstractmethod
+    def infer(self, index: ConversationIndex, owner: str | None, body: dict[str, Any]) -> Inference | None:
+        """The program its conversation belongs to (autellix.gateway.conversations); None when the call
+        cannot be matched (a batch, token ids). Raises MalformedMessages for an unreadable conversation."""
+
+    @abstractmethod
+    def prompt_tokens(self, body: dict[str, Any], chars_per_token: float) -> int:
+        """A rough prompt size for the balancer, before the engine has tokenized anything."""
+
+    @abstractmethod
+    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
+        """The body for the engine: usage requested, `context` (program xargs; may be empty) added."""
+
+    @abstractmethod
+    def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
+        """A complete (non-streamed) successful answer: its usage and, when asked, its replies."""
+
+    @abstractmethod
+    def stream_reader(self, collect_replies: bool) -> StreamReader:
+        """A reader for one streamed answer."""
+
+
+def json_or_none(raw: bytes) -> object:
+    """`raw` parsed as JSON, or None when it is not JSON (engine answers, SSE events: never an error)."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
