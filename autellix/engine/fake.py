@@ -1,6 +1,6 @@
 """A real vLLM V1 scheduler with no model: a tiny model config, a small KV cache and a fake runner.
 
-For the plugin's unit tests (tests/vllm) and its overhead benchmark (scripts/bench_plugin.py). vLLM's
+For the plugin's unit tests (tests/engine) and its overhead benchmark (scripts/bench_plugin.py). vLLM's
 own scheduler tests do the same (tests/v1/core/utils.py: `create_scheduler`, hand-built
 `ModelRunnerOutput`). The fake runner samples token 100 + k as a request's k-th output token, so a
 request's output is [100, 101, ...] whatever preemptions and recomputes happen in between.
