@@ -13,7 +13,7 @@ from autellix.policy import PolicyConfig
 from autellix.sim.cluster import Cluster, simulate
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import load_cost_model
-from autellix.sim.engine import Engine
+from autellix.sim.engine import SimEngine
 from autellix.sim.fleet import run_fleet_point
 from autellix.sim.sweep import SweepSpec, cost_model
 from autellix.workloads import CallSpec, ProgramSpec, generate
@@ -31,31 +31,31 @@ class Watch:
     """Checks invariants after every plan and step of every engine (monkeypatched in)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, check) -> None:
-        plan, finish, preempt = Engine.plan, Engine.finish_span, Engine._preempt
+        plan, finish, preempt = SimEngine.plan, SimEngine.finish_span, SimEngine._preempt
         self.pressure_preemptions_with_holds = 0
 
-        def checked_plan(engine: Engine, now: float):
+        def checked_plan(engine: SimEngine, now: float):
             end = plan(engine, now)
             check(engine, True)
             return end
 
-        def checked_finish(engine: Engine):
+        def checked_finish(engine: SimEngine):
             done = finish(engine)
             check(engine, False)
             return done
 
-        def watched_preempt(engine: Engine, sc):
+        def watched_preempt(engine: SimEngine, sc):
             short = engine.decoding.n and engine.decoding.growth(engine.step, 1) > engine.kv.available()
             if short and engine.holding is not None and engine.holding.policy.by_value(engine.now):
                 self.pressure_preemptions_with_holds += 1
             return preempt(engine, sc)
 
-        monkeypatch.setattr(Engine, "plan", checked_plan)
-        monkeypatch.setattr(Engine, "finish_span", checked_finish)
-        monkeypatch.setattr(Engine, "_preempt", watched_preempt)
+        monkeypatch.setattr(SimEngine, "plan", checked_plan)
+        monkeypatch.setattr(SimEngine, "finish_span", checked_finish)
+        monkeypatch.setattr(SimEngine, "_preempt", watched_preempt)
 
 
-def _blocks_add_up(engine: Engine, planned: bool = True) -> None:
+def _blocks_add_up(engine: SimEngine, planned: bool = True) -> None:
     engine.kv.check(sum(engine._private(sc) for sc in engine.running))
 
 
@@ -63,7 +63,7 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
     pc = PolicyConfig(hold_cap=0.2)
     ended: set[str] = set()
 
-    def check(engine: Engine, planned: bool) -> None:
+    def check(engine: SimEngine, planned: bool) -> None:
         _blocks_add_up(engine)
         kv, policy = engine.kv, engine.holding.policy
         assert kv.held <= pc.hold_cap * kv.gpu_blocks
@@ -72,13 +72,13 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
         assert set(engine.holding.chains) == set(policy.holds)
 
     watch = Watch(monkeypatch, check)
-    end_program = Engine.end_program
+    end_program = SimEngine.end_program
 
-    def note_end(engine: Engine, run) -> None:
+    def note_end(engine: SimEngine, run) -> None:
         ended.add(run.program_id)
         end_program(engine, run)
 
-    monkeypatch.setattr(Engine, "end_program", note_end)
+    monkeypatch.setattr(SimEngine, "end_program", note_end)
     cluster = Cluster(coding(24), "autellix", COST, config=TIGHT, policy_config=pc)
     res = cluster.run()
     t = res.totals()
@@ -92,7 +92,7 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
 def test_a_waiting_call_is_never_refused_while_another_programs_hold_could_give_way(monkeypatch):
     refused_with_holds = []
 
-    def check(engine: Engine, planned: bool) -> None:
+    def check(engine: SimEngine, planned: bool) -> None:
         if not planned:
             return
         policy = engine.policy

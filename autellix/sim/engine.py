@@ -2,7 +2,7 @@
 
 Life of a step (one scheduler iteration), the same in both modes:
   plan:     new calls join the policy; memory pressure preempts the worst running call (like vLLM) until
-            the decodes of this step fit; policy.schedule() admits / preempts against an EngineBudget;
+            the decodes of this step fit; policy.schedule() admits / preempts against a SimBudget;
             the batch is composed (decodes 1 token each, prefill chunks share the token budget in
             admission order) and timed by the cost model.
   boundary: KV grows; prefill chunks land; calls that finished prefill emit their first token and decode;
@@ -18,8 +18,8 @@ time: schedule() returns the same (empty) batch on every step of a span, because
 by arrivals and promotions, running levels only at quantum expiry, and free KV only shrinks.
 
 Residency (holding.py, policy/residency.py): at plan, expired holds go and the gate admits programs;
-held blocks give way before a waiting call is refused (EngineBudget.fits) or a running call is preempted
-for memory; a hold's deadline is an event like an arrival (the cluster wakes the engine there), so
+held blocks give way before a waiting call is refused (SimBudget.short, then _schedule) or a running
+call is preempted for memory; a hold's deadline is an event like an arrival (the cluster wakes the engine there), so
 fast-forward still equals stepping one at a time.
 
 Lazy service: decode tokens are charged to the policy only when it could observe them (a call's own
@@ -31,18 +31,17 @@ admission, swap, recompute and completion lives in residency.py.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 from autellix.balance import EngineLoad
 from autellix.policy import LevelPolicy, Policy
 from autellix.policy.residency import ResidencyPolicy
 from autellix.programs import Call
-from autellix.sim.budget import EngineBudget
+from autellix.sim.budget import SimBudget
 from autellix.sim.charging import add_gang_siblings, charge_event_step
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel
 from autellix.sim.decode import DecodeSet
-from autellix.sim.driver import ProgramRun
 from autellix.sim.holding import EngineHolding
 from autellix.sim.kv import KVCache
 from autellix.sim.levels import RunningLevels
@@ -51,8 +50,8 @@ from autellix.sim.residency import Residency
 from autellix.sim.stats import EngineStats
 
 
-class Engine:
-    """State of one engine. The cluster calls receive / truncate / plan / finish_span."""
+class SimEngine:
+    """State of one engine. The cluster calls receive / truncate / plan / finish_span / end_program."""
 
     def __init__(self, index: int, policy: Policy, cost: CostModel, config: EngineConfig,
                  caching: bool, gpu_blocks: int, cpu_blocks: int,
@@ -162,10 +161,10 @@ class Engine:
         available."""
         return self.holding.free(need, self.now, keep) if self.holding is not None else 0
 
-    def end_program(self, run: ProgramRun) -> None:
-        """The gateway says the program ended (its last call finished)."""
+    def end_program(self, program_id: str, calls: Iterable[SimCall]) -> None:
+        """The gateway says the program ended (its last call finished; `calls`: its records)."""
         if self.holding is not None:
-            self.holding.end(run)
+            self.holding.end(program_id, calls)
 
     def _relieve_pressure(self) -> None:
         """While this step's decodes lack KV blocks: release holds, then preempt the lowest-priority
@@ -187,13 +186,23 @@ class Engine:
         return sorted(self.running, key=lambda sc: rank(sc.call))[-m:] if m else []
 
     def _schedule(self) -> None:
+        """The policy's batch against a SimBudget; when a call fits only if holds give way, they are
+        released and the batch formed again (budget.py says why that equals releasing them mid-way)."""
         policy = self.policy
         victims = [sc.call for sc in self._worst(policy.config.max_preemptions)]
         dec = self.decoding
-        tokens = self.config.max_batched_tokens - dec.n - sum(sc.prefill_left for sc in self.prefilling)
-        budget = EngineBudget(self, self.config.max_num_seqs - len(self.running), max(tokens, 0),
-                              self.kv.available() - self.watermark - dec.growth(self.step, 1))
-        batch = policy.schedule(victims, budget)
+        seats = self.config.max_num_seqs - len(self.running)
+        tokens = max(self.config.max_batched_tokens - dec.n - sum(sc.prefill_left for sc in self.prefilling), 0)
+        holders = self.holding.holders() if self.holding is not None else ()
+        freed = None
+        while True:
+            budget = SimBudget(self.sims, self.res, self.step, seats, tokens,
+                               self.kv.available() - self.watermark - dec.growth(self.step, 1), holders, freed)
+            batch = policy.schedule(victims, budget)
+            if budget.short is None:
+                break
+            self.free_holds(*budget.short)
+            freed = budget.freed
         for call in batch.preempted:
             self._preempt(self.sims[call])
             self.stats.priority_preemptions += 1
@@ -313,29 +322,6 @@ class Engine:
             self._flush(sc)
 
     # -- admission, preemption, completion ------------------------------------------------------------
-
-    def _private(self, sc: SimCall) -> int:
-        """GPU blocks a running call holds outside the prefix cache."""
-        if sc.mode == DECODE:
-            return self.res.blocks(sc.computed0 + self.step - sc.step0) - self.res.base(sc)
-        return sc.private
-
-    # the EngineBudget's questions
-    def admission_cost(self, sc: SimCall) -> int:
-        return self.res.admission_cost(sc)
-
-    def token_need(self, sc: SimCall) -> int:
-        """Step tokens admitting `sc` takes: 1 to resume decoding, else its uncached prefill."""
-        if sc.swapped:
-            return 1
-        target = sc.prompt + sc.generated
-        return target - self.res.hit_tokens(sc, target)
-
-    def tokens_held(self, sc: SimCall) -> int:
-        return 1 if sc.mode == DECODE else sc.prefill_left
-
-    def release_blocks(self, sc: SimCall) -> int:
-        return self.res.release_blocks(sc, self._private(sc))
 
     def _admit(self, sc: SimCall) -> None:
         self.policy.on_run(sc.call)
