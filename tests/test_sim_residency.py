@@ -14,8 +14,8 @@ from autellix.sim.cluster import Cluster, simulate
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import load_cost_model
 from autellix.sim.engine import SimEngine
-from autellix.sim.fleet import run_fleet_point
-from autellix.sim.sweep import SweepSpec, cost_model
+from autellix.sim.points import Point, run_point
+from autellix.sim.spec import SweepSpec, cost_model
 from autellix.workloads import CallSpec, ProgramSpec, generate
 
 COST = load_cost_model("h200", "llama3.1-8b")
@@ -172,9 +172,9 @@ def test_closed_loop_keeps_the_fleet_size_and_stops_at_the_count():
 def test_closed_loop_points_are_reproducible_from_the_seed():
     spec = SweepSpec("coding", ("autellix",), (), programs=20, scale=0.3, config=TIGHT)
     cost, cpu = cost_model(spec)
-    a = run_fleet_point(spec, 6, "autellix", cost, cpu)
-    b = run_fleet_point(spec, 6, "autellix", cost, cpu)
-    c = run_fleet_point(dataclasses.replace(spec, seed=1), 6, "autellix", cost, cpu)
+    a = run_point(spec, Point("autellix", concurrency=6), cost, cpu)
+    b = run_point(spec, Point("autellix", concurrency=6), cost, cpu)
+    c = run_point(dataclasses.replace(spec, seed=1), Point("autellix", concurrency=6), cost, cpu)
     drop = ("wall_s",)
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     assert a["programs_per_hour"] != c["programs_per_hour"]

@@ -1,5 +1,5 @@
 """`autellix bench --concurrency N1,N2,...`: closed-loop agent fleets on real engines, the counterpart of
-`autellix sim --concurrency` (sim/fleet.py) with the same steady-state figures (metrics.closed_loop).
+`autellix sim --concurrency` (sim/sweep.py) with the same steady-state figures (metrics.closed_loop).
 
 Every point draws `programs` + N programs of the workload (seeded; the same programs for every target and
 every repeat), keeps N in flight and stops at the `programs`-th completion. Fairness as in sweep.py:
@@ -34,7 +34,7 @@ from autellix.bench.driver import ReplayOptions, RunResult, replay_closed
 from autellix.bench.sweep import BenchOutput, BenchPlan, engine_rates, prompt_builders, run_order
 from autellix.bench.targets import engine_counters
 from autellix.metrics import closed_loop
-from autellix.sim.fleet import fleet_ratios
+from autellix.report import fleet_ratios
 from autellix.workloads import generate, parse_counts
 
 AVERAGED = ("programs_per_hour", "calls_per_min", "mean_jct", "p95_jct", "prefix_hit_share",
@@ -201,8 +201,7 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     """`autellix bench --concurrency`: run, print the table and ratios, write JSON (and the plot); exit
     status 1 when some point completed fewer than two programs (no steady state to report)."""
     from autellix.bench.sweep import plan_from_args
-    from autellix.report import write_json
-    from autellix.sim.fleet import format_fleet
+    from autellix.report import format_fleet, write_json
 
     if args.repeats < 1:
         raise ValueError(f"--repeats: need >= 1, got {args.repeats}")
