@@ -202,7 +202,8 @@ def format_fleet(payload: dict[str, Any], columns: Sequence[str]) -> str:
     `results`, `comparisons`)."""
     fit = payload["config"]["working_set_fit"]
     lines = [format_table(payload["results"], columns), "",
-             f"programs whose full histories fit in the KV cache at once: {fit:.1f} (1x residency)", "ratios:"]
+             f"programs whose full histories fit in the KV cache at once: {fit:.1f} (1x residency)",
+             "ratios:"]
     for c in payload["comparisons"]:
         lines.append(f"{c['system']:>14} vs {c['baseline']:<14} at concurrency {c['concurrency']:>4} "
                      f"({c['concurrency'] / fit:.1f}x): {c['ratio']:.2f}x {c['metric'].replace('_', ' ')}")

@@ -31,8 +31,8 @@ from autellix.report import (
     series,
     write_json,
 )
-from autellix.sim.config import EngineConfig
 from autellix.sim.cli import TABLE_COLUMNS
+from autellix.sim.config import EngineConfig
 from autellix.sim.spec import SweepSpec
 from autellix.sim.sweep import run_sweep
 

@@ -67,7 +67,8 @@ class Prober:
 
     def __init__(self, client: httpx.AsyncClient, target: Target, model: str, builder: PromptBuilder,
                  timeout: float = 600.0) -> None:
-        self.client, self.target, self.model, self.builder, self.timeout = client, target, model, builder, timeout
+        self.client, self.target, self.model = client, target, model
+        self.builder, self.timeout = builder, timeout
 
     async def request(self, n_prompt: int, n_out: int, times: bool = False) -> StreamedCompletion:
         salt = uuid.uuid4().hex  # fresh salt: never a prefix-cache hit

@@ -24,8 +24,8 @@ from autellix.context import to_xargs
 
 @dataclass
 class StreamedCompletion:
-    """One streamed completion call, timed. Times are `time.perf_counter()` values. Invariant: `error` is None exactly
-    when the stream ended normally; `text`/`completion_tokens` then hold the whole output."""
+    """One streamed completion call, timed. Times are `time.perf_counter()` values. Invariant: `error` is
+    None exactly when the stream ended normally; `text`/`completion_tokens` then hold the whole output."""
 
     sent: float
     first_token: float | None = None

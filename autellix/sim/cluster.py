@@ -4,7 +4,7 @@ Entities: the gateway (cluster-wide ProcessTable + balancer), E engines (each wi
 engine-local table, like a vLLM engine running the plugin), and one ProgramRun per agent program.
 
 The gateway's table is shared by every engine's calls: it holds each program's attained service and
-wait, and on every call it passes them to the chosen engine as snapshots (the `vllm_xargs` of docs/gateway.md);
+wait, and on every call it passes them to the chosen engine as snapshots (`vllm_xargs`, docs/gateway.md);
 the engine-local table takes the larger of its own value and the snapshot. Why not let the engines'
 policies use the gateway's Program objects directly: ATLAS gang leveling walks `program.calls` and moves
 siblings inside *its own* queues, so a sibling waiting on another engine would be dequeued from the

@@ -31,7 +31,9 @@ class Point:
 
     @property
     def label(self) -> str:
-        return f"{self.policy}@{self.rate:g}" if self.concurrency is None else f"{self.policy} N={self.concurrency}"
+        if self.concurrency is None:
+            return f"{self.policy}@{self.rate:g}"
+        return f"{self.policy} N={self.concurrency}"
 
 
 def run_point(spec: SweepSpec, point: Point, cost: CostModel, cpu_blocks: int) -> dict[str, Any]:

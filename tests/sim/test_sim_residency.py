@@ -56,7 +56,7 @@ class Watch:
 
 
 def _blocks_add_up(engine: SimEngine, planned: bool = True) -> None:
-    engine.kv.check(sum(engine._private(sc) for sc in engine.running))
+    engine.kv.check(sum(engine.res.private(sc, engine.step) for sc in engine.running))
 
 
 def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
@@ -74,9 +74,9 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
     watch = Watch(monkeypatch, check)
     end_program = SimEngine.end_program
 
-    def note_end(engine: SimEngine, run) -> None:
-        ended.add(run.program_id)
-        end_program(engine, run)
+    def note_end(engine: SimEngine, program_id: str, calls) -> None:
+        ended.add(program_id)
+        end_program(engine, program_id, calls)
 
     monkeypatch.setattr(SimEngine, "end_program", note_end)
     cluster = Cluster(coding(24), "autellix", COST, config=TIGHT, policy_config=pc)
@@ -103,7 +103,7 @@ def test_a_waiting_call_is_never_refused_while_another_programs_hold_could_give_
         dec = engine.decoding
         blocks = engine.kv.available() - engine.watermark - dec.growth(engine.step, 1)
         tokens = engine.config.max_batched_tokens - dec.n - sum(s.prefill_left for s in engine.prefilling)
-        if tokens > 0 and engine.admission_cost(sc) > blocks:
+        if tokens > 0 and engine.res.admission_cost(sc) > blocks:
             others = engine.holding.policy.by_value(engine.now, {first.program_id})
             if others:
                 refused_with_holds.append((engine.now, first, len(others)))
