@@ -101,7 +101,8 @@ def test_kv_offload_copies_back_what_eviction_would_recompute(policy):
 
 def _check(engine: SimEngine) -> None:
     kv = engine.kv
-    kv.check(sum(engine.res.private(sc, engine.step) for sc in engine.running))  # free + evictable + held + ... == all
+    # free + evictable + held + ... == all
+    kv.check(sum(engine.res.private(sc, engine.step) for sc in engine.running))
     assert kv.cpu_used == sum(sc.swapped for sc in engine.sims.values())
     assert kv.host_used == sum(kv.host.values()) and kv.cpu_used + kv.host_used <= kv.cpu_blocks
     assert kv.offload or not kv.host
@@ -195,7 +196,8 @@ def test_request_overhead_delays_each_call_of_a_lone_program():
     n, d = len(programs[0].calls), 0.25
     base = simulate(programs, "plas", COST)
     late = simulate(programs, "plas", COST, config=EngineConfig(request_overhead_s=d))
-    assert n > 1 and all(not c.depends_on or c.depends_on == (i - 1,) for i, c in enumerate(programs[0].calls))
+    calls = programs[0].calls
+    assert n > 1 and all(not c.depends_on or c.depends_on == (i - 1,) for i, c in enumerate(calls))
     for i, (a, b) in enumerate(zip(base.calls, late.calls)):
         assert b.finished - a.finished == pytest.approx((i + 1) * d)
         assert b.ttft == pytest.approx(a.ttft)

@@ -189,7 +189,8 @@ def test_no_block_is_leaked_or_double_counted(workload, seed, policy, blocks, ca
     programs = generate(workload, 8, 2.0, seed, scale=0.2 if workload != "tree" else 0.05)
     pc = PolicyConfig(hold_cap=cap, admit_high=high, admit_low=high * 0.9)
     cfg = EngineConfig(max_num_seqs=8, max_batched_tokens=256, gpu_blocks=blocks, cpu_blocks=20)
-    need = max(-(-(c.prompt_tokens + c.output_tokens) // COST.block_tokens) for p in programs for c in p.calls)
+    block = COST.block_tokens
+    need = max(-(-(c.prompt_tokens + c.output_tokens) // block) for p in programs for c in p.calls)
     if need > blocks * (1 - cfg.watermark):
         return  # a call larger than the pool is a configuration error, tested elsewhere
     cluster = Cluster(programs, policy, COST, engines, config=cfg, policy_config=pc,
