@@ -33,7 +33,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
             "call_wait": {n: r.waits for n, r in results.items()},
         })
         return 0
-    from autellix.sim.sweep import run_sweep_command  # heavy imports only when used
+    from autellix.sim.cli import run_sweep_command  # heavy imports only when used
     return run_sweep_command(args)
 
 
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--scenario", choices=sorted(SCENARIOS), help="a unit-step toy scenario")
     sim.add_argument("--policy", help="comma-separated policies (default: the scenario's set)")
     sim.add_argument("--json", metavar="OUT", help="write results as JSON to OUT")
-    _add_optional(sub, "autellix.sim.sweep", "add_sweep_arguments", sim)
+    _add_optional(sub, "autellix.sim.cli", "add_sweep_arguments", sim)
     sim.set_defaults(func=cmd_sim)
 
     _add_optional(sub, "autellix.model", "add_model_commands")

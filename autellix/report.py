@@ -1,5 +1,6 @@
-"""Reports for rate sweeps, simulated or real: terminal tables, throughput-at-equal-latency comparisons,
-JSON, and latency-vs-rate plots in the style of the paper's Figure 12.
+"""Reports for sweeps, simulated or real: terminal tables, throughput-at-equal-latency comparisons,
+JSON, and latency-vs-rate plots in the style of the paper's Figure 12; for closed-loop fleets (rows per
+`concurrency`), throughput ratios at equal concurrency, their table and plot.
 
 Rows are plain dicts (one per system and rate) with at least `rate`, `mean_latency`, `p95_latency` and a
 series key naming the system (`policy` for the simulator, `target` for real endpoints).
@@ -175,6 +176,61 @@ def plot_latency(rows: Iterable[Row], out: str | Path, title: str = "", key: str
         ax.grid(alpha=0.3)
     for ax in axes[0]:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def fleet_ratios(rows: list[Row], baselines: tuple[str, ...],
+                 metric: str = "programs_per_hour") -> list[dict[str, Any]]:
+    """`metric` of every policy over each baseline's, at each concurrency (each pair of baselines once:
+    the later-listed one over the earlier)."""
+    by = {(r["policy"], r["concurrency"]): r[metric] for r in rows}
+    out = []
+    for k, base in enumerate(baselines):
+        for (policy, c), value in by.items():
+            b = by.get((base, c))
+            if policy not in baselines[:k + 1] and b:
+                out.append({"system": policy, "baseline": base, "concurrency": c, "metric": metric,
+                            "ratio": value / b})
+    return out
+
+
+def format_fleet(payload: dict[str, Any], columns: Sequence[str]) -> str:
+    """The fleet table, the working-set fit and every ratio (payload: `config.working_set_fit`,
+    `results`, `comparisons`)."""
+    fit = payload["config"]["working_set_fit"]
+    lines = [format_table(payload["results"], columns), "",
+             f"programs whose full histories fit in the KV cache at once: {fit:.1f} (1x residency)",
+             "ratios:"]
+    for c in payload["comparisons"]:
+        lines.append(f"{c['system']:>14} vs {c['baseline']:<14} at concurrency {c['concurrency']:>4} "
+                     f"({c['concurrency'] / fit:.1f}x): {c['ratio']:.2f}x {c['metric'].replace('_', ' ')}")
+    return "\n".join(lines)
+
+
+def plot_fleet(rows: list[Row], out: str | Path, title: str = "", fit: float | None = None) -> None:
+    """Programs per hour and mean program completion time against concurrency, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
+    for name, group in series(rows, x="concurrency").items():
+        xs = [r["concurrency"] for r in group]
+        axes[0].plot(xs, [r["programs_per_hour"] for r in group], marker="o", ms=4, label=name)
+        axes[1].plot(xs, [r["mean_jct"] for r in group], marker="o", ms=4, label=name)
+    for ax, label in zip(axes, ("programs per hour", "mean program completion time (s)")):
+        if fit:
+            ax.axvline(fit, color="gray", ls="--", lw=1, label="1x: full histories fit")
+        ax.set_xlabel("programs in flight (concurrency)")
+        ax.set_ylabel(label)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_ylim(bottom=0)
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)

@@ -16,7 +16,7 @@ import time
 
 from autellix.sim.cluster import simulate
 from autellix.sim.config import EngineConfig
-from autellix.sim.sweep import SweepSpec, cost_model
+from autellix.sim.spec import SweepSpec, cost_model
 from autellix.workloads import generate
 
 POINTS = (("chat", 1000, 3.0, 20.0), ("mixed", 10_000, 3.0, 180.0))

@@ -31,8 +31,10 @@ from autellix.report import (
     series,
     write_json,
 )
+from autellix.sim.cli import TABLE_COLUMNS
 from autellix.sim.config import EngineConfig
-from autellix.sim.sweep import TABLE_COLUMNS, SweepSpec, run_sweep
+from autellix.sim.spec import SweepSpec
+from autellix.sim.sweep import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_RATES = (0.25, 0.5, 1, 1.5, 2, 2.5, 2.75, 3, 3.25, 3.5, 4, 5, 6, 8)

@@ -20,7 +20,8 @@ import dataclasses
 import math
 import statistics
 
-from autellix.sim.sweep import add_sweep_arguments, run_sweep, spec_from_args
+from autellix.sim.cli import add_sweep_arguments, spec_from_args
+from autellix.sim.sweep import run_sweep
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from autellix import report
-from autellix.bench.sweep import BenchOutput
+from autellix.bench.plan import BenchOutput
 
 COLUMNS = ("policy", "rate", "programs", "failed_programs", "mean_latency", "p95_latency", "p99_latency",
            "mean_jct", "mean_ttft", "mean_tpot", "preemptions_per_call", "prefix_cache_hit_rate",

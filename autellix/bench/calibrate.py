@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from autellix.bench.client import CallOutcome, completion_body, stream_completion
+from autellix.bench.client import StreamedCompletion, completion_body, stream_completion
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.targets import Target
 
@@ -67,9 +67,10 @@ class Prober:
 
     def __init__(self, client: httpx.AsyncClient, target: Target, model: str, builder: PromptBuilder,
                  timeout: float = 600.0) -> None:
-        self.client, self.target, self.model, self.builder, self.timeout = client, target, model, builder, timeout
+        self.client, self.target, self.model = client, target, model
+        self.builder, self.timeout = builder, timeout
 
-    async def request(self, n_prompt: int, n_out: int, times: bool = False) -> CallOutcome:
+    async def request(self, n_prompt: int, n_out: int, times: bool = False) -> StreamedCompletion:
         salt = uuid.uuid4().hex  # fresh salt: never a prefix-cache hit
         text, _ = await asyncio.to_thread(self.builder.build, "", n_prompt, None, salt)
         body = completion_body(self.model, text, n_out, None, "0", cache_salt=salt)

@@ -68,7 +68,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
     b.set_defaults(func=_cmd_bench)
 
     c = subparsers.add_parser(
-        "calibrate", help="measure an engine's prefill and decode step costs into a simulator calibration file",
+        "calibrate",
+        help="measure an engine's prefill and decode step costs into a simulator calibration file",
         description="Time prefills (TTFT) and decode steps (stream chunk gaps) of an idle engine through its "
                     "OpenAI API and write them in the format `autellix sim` and load_cost_model(path=...) "
                     "read. See docs/bench.md.")
@@ -84,11 +85,13 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="prompt lengths (default 16,64,128,256,512,1024,2048,4096)")
     c.add_argument("--batches", type=_ints, metavar="B1,B2,...", help="decode batch sizes (default 1,2,4,8; "
                                                                        "keep <= the engine's max-num-seqs)")
-    c.add_argument("--contexts", type=_ints, metavar="L1,L2,...", help="decode contexts (default 128,512,2048)")
+    c.add_argument("--contexts", type=_ints, metavar="L1,L2,...",
+                   help="decode contexts (default 128,512,2048)")
     c.add_argument("--decode-tokens", type=int, default=32, help="output tokens per decode request")
     c.add_argument("--repeats", type=int, default=3, help="prefill repetitions (median)")
     c.add_argument("--kv-capacity-tokens", type=int, help="engine KV capacity (default: from its /metrics)")
-    c.add_argument("--block-size", type=int, help="engine KV block size in tokens (default: from its /metrics)")
+    c.add_argument("--block-size", type=int,
+                   help="engine KV block size in tokens (default: from its /metrics)")
     c.set_defaults(func=_cmd_calibrate)
 
 
@@ -97,9 +100,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from autellix.bench.fleet import run_fleet_command  # heavy imports only when used
 
         return run_fleet_command(args)
-    from autellix.bench.sweep import run_bench_command
+    from autellix.bench.bench_report import report_bench
+    from autellix.bench.plan import plan_from_args
+    from autellix.bench.sweep import run_bench
 
-    return run_bench_command(args)
+    return report_bench(asyncio.run(run_bench(plan_from_args(args))), args)
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -136,7 +141,8 @@ async def _calibrate(args: argparse.Namespace) -> int:
             raise ValueError("calibrate: KV capacity not in the engine's /metrics: pass --kv-capacity-tokens")
         builder = PromptBuilder(load_tokenizer(args.tokenizer or local_tokenizer_for(root)))
         model = args.model or info.model
-        print(f"calibrating {target.base_url} (model {model}, tokenizer {builder.info.source})", file=sys.stderr)
+        print(f"calibrating {target.base_url} (model {model}, tokenizer {builder.info.source})",
+              file=sys.stderr)
         prober = cal.Prober(client, target, model or "", builder)
         m = await cal.measure(
             prober, args.prefill_lengths or cal.DEFAULT_PREFILL, args.batches or cal.DEFAULT_BATCHES,

@@ -23,9 +23,9 @@ from autellix.context import to_xargs
 
 
 @dataclass
-class CallOutcome:
-    """Result of one call. Times are `time.perf_counter()` values. Invariant: `error` is None exactly
-    when the stream ended normally; `text`/`completion_tokens` then hold the whole output."""
+class StreamedCompletion:
+    """One streamed completion call, timed. Times are `time.perf_counter()` values. Invariant: `error` is
+    None exactly when the stream ended normally; `text`/`completion_tokens` then hold the whole output."""
 
     sent: float
     first_token: float | None = None
@@ -65,9 +65,9 @@ def identity_headers(program: str | None, thread: str) -> dict[str, str]:
 
 async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str, Any],
                             headers: dict[str, str], timeout: float,
-                            keep_chunk_times: bool = False) -> CallOutcome:
+                            keep_chunk_times: bool = False) -> StreamedCompletion:
     """POST `body` (which must ask for a stream) and read the SSE stream; never raises for HTTP trouble."""
-    out = CallOutcome(sent=time.perf_counter())
+    out = StreamedCompletion(sent=time.perf_counter())
     parts: list[str] = []
     chunks = 0
     try:

@@ -1,5 +1,5 @@
 """`autellix bench --concurrency N1,N2,...`: closed-loop agent fleets on real engines, the counterpart of
-`autellix sim --concurrency` (sim/fleet.py) with the same steady-state figures (metrics.closed_loop).
+`autellix sim --concurrency` (sim/sweep.py) with the same steady-state figures (metrics.closed_loop).
 
 Every point draws `programs` + N programs of the workload (seeded; the same programs for every target and
 every repeat), keeps N in flight and stops at the `programs`-th completion. Fairness as in sweep.py:
@@ -31,10 +31,11 @@ from tqdm import tqdm
 
 from autellix.bench.calibration_file import kv_capacity_from_metrics
 from autellix.bench.driver import ReplayOptions, RunResult, replay_closed
-from autellix.bench.sweep import BenchOutput, BenchPlan, engine_rates, prompt_builders, run_order
+from autellix.bench.plan import BenchOutput, BenchPlan, run_order
+from autellix.bench.sweep import engine_rates, prompt_builders
 from autellix.bench.targets import engine_counters
 from autellix.metrics import closed_loop
-from autellix.sim.fleet import fleet_ratios
+from autellix.report import fleet_ratios
 from autellix.workloads import generate, parse_counts
 
 AVERAGED = ("programs_per_hour", "calls_per_min", "mean_jct", "p95_jct", "prefix_hit_share",
@@ -56,7 +57,8 @@ def fleet_row(run: RunResult, programs: int, counters: dict[str, float]) -> dict
     own counters (deltas over the run)."""
     ok = [p for p in run.programs if p.ok]
     row: dict[str, Any] = {"policy": run.target, "concurrency": run.concurrency, "programs": programs,
-                           "completed_programs": len(ok), "failed_calls": sum(1 for c in run.calls if c.error),
+                           "completed_programs": len(ok),
+                           "failed_calls": sum(1 for c in run.calls if c.error),
                            "wall_s": run.wall_s, "aborted": run.aborted}
     if len(ok) >= 2:
         row.update(closed_loop(ok, [c for c in run.calls if not c.error]))
@@ -96,7 +98,8 @@ async def run_fleet_bench(plan: FleetPlan, progress: bool = True) -> tuple[Bench
         builders = await prompt_builders(client, b, out)
         lens = [i.max_model_len for i in out.targets.values() if i.max_model_len]
         for t in b.targets:
-            with_metrics = await client.get(f"{t.base_url}/metrics") if not out.targets[t.name].error else None
+            answering = not out.targets[t.name].error
+            with_metrics = await client.get(f"{t.base_url}/metrics") if answering else None
             capacity[t.name] = kv_capacity_from_metrics(with_metrics.text) if with_metrics else None
         total = len(plan.concurrency) * plan.repeats * len(b.targets) * plan.programs
         bar = tqdm(total=total, unit="prog", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -127,11 +130,13 @@ async def run_fleet_bench(plan: FleetPlan, progress: bool = True) -> tuple[Bench
                     after = await engine_counters(client, target)
                     bar.update(plan.programs - done)
                     out.runs.append(run)
-                    row = fleet_row(run, plan.programs, {k: after[k] - before[k] for k in after if k in before})
+                    deltas = {k: after[k] - before[k] for k in after if k in before}
+                    row = fleet_row(run, plan.programs, deltas)
                     row["repeat"] = rep
                     runs.append(row)
-                    bar.write(f"bench: {target.name} N={c} #{rep + 1}: {row.get('calls_per_min', math.nan):.1f} "
-                              f"calls/min, {row.get('programs_per_hour', math.nan):.1f} programs/h, prefix hits "
+                    bar.write(f"bench: {target.name} N={c} #{rep + 1}: "
+                              f"{row.get('calls_per_min', math.nan):.1f} calls/min, "
+                              f"{row.get('programs_per_hour', math.nan):.1f} programs/h, prefix hits "
                               f"{row.get('prefix_hit_share', math.nan):.0%}", file=sys.stderr)
                     if b.cooldown > 0:
                         await asyncio.sleep(b.cooldown)
@@ -200,9 +205,8 @@ def plot_fleet_bench(payload: dict[str, Any], out: str) -> None:
 def run_fleet_command(args: argparse.Namespace) -> int:
     """`autellix bench --concurrency`: run, print the table and ratios, write JSON (and the plot); exit
     status 1 when some point completed fewer than two programs (no steady state to report)."""
-    from autellix.bench.sweep import plan_from_args
-    from autellix.report import write_json
-    from autellix.sim.fleet import format_fleet
+    from autellix.bench.plan import plan_from_args
+    from autellix.report import format_fleet, write_json
 
     if args.repeats < 1:
         raise ValueError(f"--repeats: need >= 1, got {args.repeats}")
@@ -217,7 +221,8 @@ def run_fleet_command(args: argparse.Namespace) -> int:
     payload["program_records"] = [p.to_json() | {"concurrency": run.concurrency}
                                   for run in out.runs for p in run.programs]
     payload["calls"] = [c.to_json() | {"concurrency": run.concurrency} for run in out.runs for c in run.calls]
-    print(f"workload {plan.bench.workload}, scale {plan.bench.scale:g}, seed {plan.bench.seed}: {plan.programs} "
+    print(f"workload {plan.bench.workload}, scale {plan.bench.scale:g}, seed {plan.bench.seed}: "
+          f"{plan.programs} "
           f"completions per point (20% warm-up), {plan.repeats} repeats, interleaved")
     print(format_fleet(payload, FLEET_BENCH_COLUMNS))
     write_json(args.json, payload)

@@ -60,7 +60,8 @@ def load_tokenizer(spec: str | None) -> TokenizerInfo:
     path = Path(spec).expanduser()
     file = path / "tokenizer.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"no tokenizer.json at {spec}: pass a model folder, a tokenizer.json or 'gpt2'")
+        raise FileNotFoundError(f"no tokenizer.json at {spec}: pass a model folder, a tokenizer.json or "
+                                "'gpt2'")
     from tokenizers import Tokenizer as HFTokenizer
 
     return TokenizerInfo(HFTokenizer.from_file(str(file)), str(file))
@@ -106,7 +107,8 @@ class PromptBuilder:
         return len(self.tok.encode(text).ids) if text else 0
 
     def filler(self, n: int, seed_text: str | None, key: str) -> str:
-        """About `n` tokens of text: `seed_text` first (cut if longer), then corpus text from `key`'s offset."""
+        """About `n` tokens of text: `seed_text` first (cut if longer), then corpus text from `key`'s
+        offset."""
         if n <= 0:
             return ""
         ids = list(self.tok.encode(seed_text).ids[:n]) if seed_text else []

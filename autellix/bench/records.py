@@ -81,7 +81,7 @@ class ProgramRecord:
 
     @property
     def latency(self) -> float | None:
-        """Seconds per generated token: JCT / all output tokens (DESIGN.md §6)."""
+        """Seconds per generated token: JCT / all output tokens (metrics.py; docs/bench.md)."""
         jct = self.jct
         return None if jct is None or self.output_tokens <= 0 else jct / self.output_tokens
 

@@ -4,7 +4,7 @@ Entities: the gateway (cluster-wide ProcessTable + balancer), E engines (each wi
 engine-local table, like a vLLM engine running the plugin), and one ProgramRun per agent program.
 
 The gateway's table is shared by every engine's calls: it holds each program's attained service and
-wait, and on every call it passes them to the chosen engine as snapshots (DESIGN.md §4's vllm_xargs);
+wait, and on every call it passes them to the chosen engine as snapshots (`vllm_xargs`, docs/gateway.md);
 the engine-local table takes the larger of its own value and the snapshot. Why not let the engines'
 policies use the gateway's Program objects directly: ATLAS gang leveling walks `program.calls` and moves
 siblings inside *its own* queues, so a sibling waiting on another engine would be dequeued from the
@@ -20,7 +20,7 @@ arrived at its instant.
 Open loop: programs arrive at their spec's arrival times. Closed loop (`concurrency` N): N programs are
 in flight from time 0; when one ends the next starts at once (its arrival is that instant), and the run
 stops at the `stop_after`-th program completion, as an agent fleet (an evaluation, RL rollouts) keeps N
-agents busy. A program's end reaches every engine (`Engine.end_program`), as the gateway's DELETE does.
+agents busy. A program's end reaches every engine (`SimEngine.end_program`), as the gateway's DELETE does.
 With `thunderagent` a PauseGate in the gateway holds back the calls of paused programs.
 """
 
@@ -38,9 +38,9 @@ from autellix.policy.residency import ResidencyPolicy
 from autellix.sim.config import CONTINUUM_TTL_QUANTILE, EngineConfig, sim_policy
 from autellix.sim.cost import CostModel
 from autellix.sim.driver import ProgramRun
-from autellix.sim.engine import Engine
+from autellix.sim.engine import SimEngine
 from autellix.sim.request import SimCall
-from autellix.sim.result import CallOutcome, ProgramOutcome, SimResult
+from autellix.sim.result import ProgramOutcome, SimCallOutcome, SimResult
 from autellix.workloads import ProgramSpec
 
 BOUNDARY, ISSUE, WAKE, PLAN = 0, 1, 2, 3
@@ -66,8 +66,8 @@ class Cluster:
         caching = self.sim_policy.prefix_caching and self.config.prefix_caching
         gpu_blocks = self.config.gpu_blocks or cost.kv_capacity_blocks
         cpu = self.config.cpu_blocks if self.config.cpu_blocks is not None else cpu_blocks
-        self.engines = [Engine(i, make_policy(self.sim_policy.policy, self.policy_config), cost,
-                               self.config, caching, gpu_blocks, cpu, *self._residency(gpu_blocks))
+        self.engines = [SimEngine(i, make_policy(self.sim_policy.policy, self.policy_config), cost,
+                                  self.config, caching, gpu_blocks, cpu, *self._residency(gpu_blocks))
                         for i in range(engines)]
         self.loads = [e.load for e in self.engines]
         self.balancer = make_balancer(balancer)
@@ -77,6 +77,8 @@ class Cluster:
             self.engines[0].table = self.table
         delay = self.config.request_overhead(cost)
         self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in programs]
+        self.live: dict[str, ProgramRun] = {}
+        """Started programs not yet ended, by id."""
         self.state = [IDLE] * engines
         self.wake_at: list[float | None] = [None] * engines
         self.concurrency = concurrency
@@ -144,19 +146,20 @@ class Cluster:
             return
         run = self.runs[self.started]
         self.started += 1
+        self.live[run.program_id] = run
         if self.concurrency is not None:
             run.spec = run.spec.retimed(now)
         for t, i in run.roots():
             self._push(t, ISSUE, run, i)
 
-    def _arm(self, engine: Engine) -> None:
+    def _arm(self, engine: SimEngine) -> None:
         """Schedule a wake-up at the engine's next hold deadline (once per deadline)."""
         wake = engine.next_wake()
         if wake is not None and wake != self.wake_at[engine.index]:
             self.wake_at[engine.index] = wake
             self._push(wake, WAKE, engine, None)
 
-    def _wake(self, engine: Engine, now: float) -> None:
+    def _wake(self, engine: SimEngine, now: float) -> None:
         """A hold deadline is due: the engine plans at the end of the step in progress (or now, idle)."""
         i = engine.index
         if self.wake_at[i] != now:
@@ -184,7 +187,9 @@ class Cluster:
                                          service=gcall.start_service, wait=gcall.start_wait)
         call.remaining = run.work_left  # the SRPT oracle's knowledge; other policies ignore it
         chain, base = run.chain(i, engine.res.block if engine.kv.caching else 0)
-        sc = SimCall(call, gcall, run, i, spec.prompt_tokens, spec.output_tokens, chain, base, now)
+        p = spec.prefix_call
+        sc = SimCall(call, gcall, i, spec.prompt_tokens, spec.output_tokens, chain, base, now,
+                     None if p is None else run.sims[p])
         run.sims[i] = sc
         engine.receive(sc)
         state = self.state[index]
@@ -196,7 +201,7 @@ class Cluster:
 
     def _completed(self, sc: SimCall, now: float) -> None:
         """The gateway learns a call's service and wait, then the program issues what became ready."""
-        gcall, run = sc.gcall, sc.run
+        gcall, run = sc.gcall, self.live[sc.gcall.program_id]
         if not self.shared:  # (a shared table was already updated by the engine)
             gcall.service, gcall.wait = sc.call.service, sc.call.wait
             self.table.finish_call(gcall, now)
@@ -206,9 +211,11 @@ class Cluster:
             self.gate.finished(run.program_id, sc.prompt + sc.output)
         if run.finished >= 0:
             self.completed += 1
+            del self.live[run.program_id]
             self.table.end(run.program_id)
+            calls = [c for c in run.sims if c is not None]
             for engine in self.engines:
-                engine.end_program(run)
+                engine.end_program(run.program_id, calls)
                 if not self.shared:
                     engine.table.programs.pop(run.program_id, None)
             if self.gate is not None:
@@ -247,7 +254,7 @@ class Cluster:
             for sc in run.sims:
                 if sc is None or not sc.done:
                     continue
-                calls.append(CallOutcome(spec.program_id, sc.index, sc.engine, sc.issued, sc.first_token,
+                calls.append(SimCallOutcome(spec.program_id, sc.index, sc.engine, sc.issued, sc.first_token,
                                          sc.finished, sc.prompt, sc.output, sc.hit_tokens, sc.wait_s,
                                          sc.preemptions, sc.swaps, sc.prefilled,
                                          spec.new_prompt_tokens(sc.index)))

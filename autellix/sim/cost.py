@@ -3,7 +3,7 @@
     step_time = roofline(M) + dec_ctx * sum(decode contexts)          M = decode seqs + prefill tokens
               + prefill_attn(chunks) + all_reduce(M) + swap + overhead
     roofline(M)       = max(mem0 + mem1*M, comp0 + comp1*M)
-    prefill_attn      = max(pf_floor, pf0 + sum_i pf1*n_i + pf2*n_i*(n_i + 2*c_i))   (chunk: n_i new, c_i prior)
+    prefill_attn      = max(pf_floor, pf0 + sum_i pf1*n_i + pf2*n_i*(n_i + 2*c_i)) (chunk: n_i new, c_i prior)
 
 The memory-bound line (weights streamed once per step) and dec_ctx (KV read per context token) are fitted
 jointly on CUDA-graph decode steps; the compute-bound line on the eager `linear` table above the decode batch
@@ -229,16 +229,18 @@ def fit_cost_model(profile: dict, key: str, gpu: hw.GPU | None, gpu_mem_GB: floa
         mem0=float(mem0), mem1=float(mem1), comp0=float(comp0), comp1=float(comp1), dec_ctx=float(dec_ctx),
         pf_floor=pf_floor, pf0=pf0, pf1=pf1, pf2=pf2,
         # Per-block H2D copies were not measured; they are latency-bound like the D2H ones, so reuse those.
-        swap_out_many=out_many, swap_out_batched=out_b, swap_in_many=max(out_many, in_b), swap_in_batched=in_b,
+        swap_out_many=out_many, swap_out_batched=out_b, swap_in_many=max(out_many, in_b),
+        swap_in_batched=in_b,
         ar_fixed=ar_fixed, ar_per_token=ar_tok, overhead_s=overhead_s,
         request_overhead_s=float(profile.get("request_overhead_s", 0.0)),
-        kv_capacity_tokens=kv_capacity_tokens(gpu_mem_GB, e["weight_GB"], e["kv_bytes_per_token"], utilization,
-                                              block),
+        kv_capacity_tokens=kv_capacity_tokens(gpu_mem_GB, e["weight_GB"], e["kv_bytes_per_token"],
+                                              utilization, block),
         block_tokens=block, tp=tp, name=name or key)
 
 
-def load_cost_model(hardware: str | None = None, model: str = "llama3.1-8b", *, path: str | Path | None = None,
-                    gpu_mem_GB: float | None = None, utilization: float = 0.9, decode_column: str = "graph_s",
+def load_cost_model(hardware: str | None = None, model: str = "llama3.1-8b", *,
+                    path: str | Path | None = None, gpu_mem_GB: float | None = None,
+                    utilization: float = 0.9, decode_column: str = "graph_s",
                     overhead_s: float = 0.0) -> CostModel:
     """Preset (`hardware` in hw.GPUS, `model` in hw.MODELS; default h200) or a user's calibration file
     (`path`, same format as shared/calibration/*.json). For a file, `model` may be a preset name or the
@@ -269,7 +271,8 @@ def fit_points(profile: dict, key: str, cm: CostModel,
     """(label, measured, predicted) per calibration point and component, for error reports and plots.
     Shard-only quantities: all-reduce is excluded since the profile does not include it.
     `linear` = eager points above the decode batch sizes (where the compute line is used); `linear_small`
-    = eager points at decode batch sizes, launch-bound, shown for reference (decode steps cover that range)."""
+    = eager points at decode batch sizes, launch-bound, shown for reference (decode steps cover that
+    range)."""
     e = profile[key]
     bmax = max(r["B"] for r in e["decode"])
 

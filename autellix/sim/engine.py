@@ -2,7 +2,7 @@
 
 Life of a step (one scheduler iteration), the same in both modes:
   plan:     new calls join the policy; memory pressure preempts the worst running call (like vLLM) until
-            the decodes of this step fit; policy.schedule() admits / preempts against an EngineBudget;
+            the decodes of this step fit; policy.schedule() admits / preempts against a SimBudget;
             the batch is composed (decodes 1 token each, prefill chunks share the token budget in
             admission order) and timed by the cost model.
   boundary: KV grows; prefill chunks land; calls that finished prefill emit their first token and decode;
@@ -18,72 +18,53 @@ time: schedule() returns the same (empty) batch on every step of a span, because
 by arrivals and promotions, running levels only at quantum expiry, and free KV only shrinks.
 
 Residency (holding.py, policy/residency.py): at plan, expired holds go and the gate admits programs;
-held blocks give way before a waiting call is refused (EngineBudget.fits) or a running call is preempted
-for memory; a hold's deadline is an event like an arrival (the cluster wakes the engine there), so
-fast-forward still equals stepping one at a time.
+held blocks give way before a waiting call is refused (SimBudget.short, then _schedule) or a running
+call is preempted for memory; a hold's deadline is an event like an arrival (the cluster wakes the engine
+there), so fast-forward still equals stepping one at a time.
 
 Lazy service: decode tokens are charged to the policy only when it could observe them (a call's own
 event, preemption, schedule() for policies whose rank reads service, and for gang policies whenever a
-sibling's level may move); charging.py shows why this equals charging every step. KV bookkeeping of
-admission, swap, recompute and completion lives in residency.py.
+sibling's level may move); charging.py shows why this equals charging every step. Admission, preemption and
+completion of calls live in running.py, their KV bookkeeping in residency.py.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
-from autellix.balance import EngineLoad
-from autellix.policy import LevelPolicy, Policy
+from autellix.policy import Policy
 from autellix.policy.residency import ResidencyPolicy
 from autellix.programs import Call
-from autellix.sim.budget import EngineBudget
+from autellix.sim.budget import SimBudget
 from autellix.sim.charging import add_gang_siblings, charge_event_step
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel
-from autellix.sim.decode import DecodeSet
-from autellix.sim.driver import ProgramRun
 from autellix.sim.holding import EngineHolding
 from autellix.sim.kv import KVCache
-from autellix.sim.levels import RunningLevels
-from autellix.sim.request import DECODE, PREFILL, WAITING, SimCall
+from autellix.sim.request import DECODE, SimCall
 from autellix.sim.residency import Residency
+from autellix.sim.running import RunningCalls
 from autellix.sim.stats import EngineStats
 
 
-class Engine:
-    """State of one engine. The cluster calls receive / truncate / plan / finish_span."""
+class SimEngine(RunningCalls):
+    """One engine's steps. The cluster calls receive / truncate / plan / finish_span / end_program."""
 
     def __init__(self, index: int, policy: Policy, cost: CostModel, config: EngineConfig,
                  caching: bool, gpu_blocks: int, cpu_blocks: int,
                  residency: ResidencyPolicy | None = None, demote_ended: bool = False) -> None:
-        self.index = index
-        self.policy = policy
-        self.table = policy.config.new_table()
-        """Engine-local table: the plugin's view, fed the gateway's service/wait snapshots."""
+        kv = KVCache(gpu_blocks, cpu_blocks, caching, config.kv_offload)
+        res = Residency(kv, cost.block_tokens)
+        holding = EngineHolding(residency, res, demote_ended) if residency else None
+        super().__init__(index, policy, res, holding, config.swap != "recompute")
         self.cost = cost
         self.config = config
-        self.kv = KVCache(gpu_blocks, cpu_blocks, caching, config.kv_offload)
-        self.res = Residency(self.kv, cost.block_tokens)
-        self.holding = EngineHolding(residency, self.res, demote_ended) if residency else None
+        self.kv = kv
         self.watermark = int(gpu_blocks * config.watermark)
-        self.load = EngineLoad(index)
-        self.sims: dict[Call, SimCall] = {}
-        self.running: dict[SimCall, None] = {}  # insertion order = admission order
-        self.prefilling: list[SimCall] = []
-        self.decoding = DecodeSet(cost.block_tokens)
         self.inbox: list[SimCall] = []
-        self.step = 0
-        self.now = 0.0
         self.version = 0
-        self.levels = RunningLevels(policy) if isinstance(policy, LevelPolicy) else None
-        self.quanta = policy.quanta if isinstance(policy, LevelPolicy) else None
         self.gang = bool(getattr(policy, "gang", False))
-        self.swap = config.swap != "recompute"
         self.batched_swap = config.swap == "batched"
-        self.stats = EngineStats()
-        self._admitted = 0
-        self._swap_out = self._swap_in = 0
         # the planned span
         self.span_start = self.span_end = 0.0
         self.span_steps = 0
@@ -162,10 +143,10 @@ class Engine:
         available."""
         return self.holding.free(need, self.now, keep) if self.holding is not None else 0
 
-    def end_program(self, run: ProgramRun) -> None:
-        """The gateway says the program ended (its last call finished)."""
+    def end_program(self, program_id: str, calls: Iterable[SimCall]) -> None:
+        """The gateway says the program ended (its last call finished; `calls`: its records)."""
         if self.holding is not None:
-            self.holding.end(run)
+            self.holding.end(program_id, calls)
 
     def _relieve_pressure(self) -> None:
         """While this step's decodes lack KV blocks: release holds, then preempt the lowest-priority
@@ -187,13 +168,24 @@ class Engine:
         return sorted(self.running, key=lambda sc: rank(sc.call))[-m:] if m else []
 
     def _schedule(self) -> None:
+        """The policy's batch against a SimBudget; when a call fits only if holds give way, they are
+        released and the batch formed again (budget.py says why that equals releasing them mid-way)."""
         policy = self.policy
         victims = [sc.call for sc in self._worst(policy.config.max_preemptions)]
         dec = self.decoding
-        tokens = self.config.max_batched_tokens - dec.n - sum(sc.prefill_left for sc in self.prefilling)
-        budget = EngineBudget(self, self.config.max_num_seqs - len(self.running), max(tokens, 0),
-                              self.kv.available() - self.watermark - dec.growth(self.step, 1))
-        batch = policy.schedule(victims, budget)
+        seats = self.config.max_num_seqs - len(self.running)
+        prefill = sum(sc.prefill_left for sc in self.prefilling)
+        tokens = max(self.config.max_batched_tokens - dec.n - prefill, 0)
+        holders = self.holding.holders() if self.holding is not None else ()
+        freed = None
+        while True:
+            blocks = self.kv.available() - self.watermark - dec.growth(self.step, 1)
+            budget = SimBudget(self.sims, self.res, self.step, seats, tokens, blocks, holders, freed)
+            batch = policy.schedule(victims, budget)
+            if budget.short is None:
+                break
+            self.free_holds(*budget.short)
+            freed = budget.freed
         for call in batch.preempted:
             self._preempt(self.sims[call])
             self.stats.priority_preemptions += 1
@@ -284,136 +276,3 @@ class Engine:
             self._push_event(sc)
         policy.tick(k)
         return finished
-
-    def _prefill_done(self, sc: SimCall, step: int) -> None:
-        self.prefilling.remove(sc)
-        sc.generated += 1
-        sc.computed = sc.target + 1
-        if sc.first_token < 0:
-            sc.first_token = self.now
-        sc.mode = DECODE
-
-    def _push_event(self, sc: SimCall) -> None:
-        """Next own event of a decoding call: completion, or the step its quantum runs out."""
-        event = sc.step0 + sc.output - sc.generated0
-        if self.quanta is not None:
-            call = sc.call
-            q = self.quanta[call.level]
-            if q != math.inf:
-                event = min(event, sc.charged_to + max(1, math.ceil(q - call.level_service)))
-        self.decoding.push(sc, event)
-
-    def _flush(self, sc: SimCall) -> None:
-        if sc.mode == DECODE and sc.charged_to < self.step:
-            self.policy.charge(sc.call, decode_tokens=self.step - sc.charged_to)
-            sc.charged_to = self.step
-
-    def _flush_all(self) -> None:
-        for sc in self.running:
-            self._flush(sc)
-
-    # -- admission, preemption, completion ------------------------------------------------------------
-
-    def _private(self, sc: SimCall) -> int:
-        """GPU blocks a running call holds outside the prefix cache."""
-        if sc.mode == DECODE:
-            return self.res.blocks(sc.computed0 + self.step - sc.step0) - self.res.base(sc)
-        return sc.private
-
-    # the EngineBudget's questions
-    def admission_cost(self, sc: SimCall) -> int:
-        return self.res.admission_cost(sc)
-
-    def token_need(self, sc: SimCall) -> int:
-        """Step tokens admitting `sc` takes: 1 to resume decoding, else its uncached prefill."""
-        if sc.swapped:
-            return 1
-        target = sc.prompt + sc.generated
-        return target - self.res.hit_tokens(sc, target)
-
-    def tokens_held(self, sc: SimCall) -> int:
-        return 1 if sc.mode == DECODE else sc.prefill_left
-
-    def release_blocks(self, sc: SimCall) -> int:
-        return self.res.release_blocks(sc, self._private(sc))
-
-    def _admit(self, sc: SimCall) -> None:
-        self.policy.on_run(sc.call)
-        sc.wait_s += self.now - sc.wait_start
-        self._admitted += 1
-        sc.admit_seq = self._admitted
-        self.running[sc] = None
-        if sc.swapped:  # resume decoding after copying the context back
-            copied = self.res.load_swapped(sc)
-            self._swap_in += copied
-            self.stats.swap_in_blocks += copied
-            self.decoding.add(sc, self.step)
-            sc.charged_to = self.step
-            sc.mode = DECODE
-            if self.levels is not None:
-                self.levels.refile(sc)
-            self._push_event(sc)
-            return
-        hit, copied = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
-        if self.holding is not None:
-            self.holding.admitted(sc, hit)
-        if copied:
-            self._swap_in += copied
-            self.stats.offload_in_blocks += copied
-        if sc.generated == 0 and sc.preemptions == 0:
-            sc.hit_tokens = hit
-        else:
-            sc.recomputed += sc.prefill_left
-        self.stats.prefill_tokens += sc.prefill_left
-        sc.prefilled += sc.prefill_left
-        sc.mode = PREFILL
-        self.prefilling.append(sc)
-        if self.levels is not None:
-            self.levels.refile(sc)
-
-    def _leave(self, sc: SimCall) -> int:
-        """Take a running call out of the batch; return the private blocks it held."""
-        if sc.mode == DECODE:
-            self._flush(sc)
-            self.decoding.remove(sc, self.step)
-            private = self.res.blocks(sc.computed) - self.res.base(sc)
-        else:
-            self.prefilling.remove(sc)
-            private = sc.private
-        del self.running[sc]
-        if self.levels is not None:
-            self.levels.unfile(sc)
-        return private
-
-    def _preempt(self, sc: SimCall) -> None:
-        was_decoding = sc.mode == DECODE
-        private = self._leave(sc)
-        self.policy.on_preempt(sc.call)
-        sc.mode = WAITING
-        sc.wait_start = self.now
-        sc.preemptions += 1
-        copied = self.res.swap_out(sc, private) if was_decoding and self.swap else 0
-        if copied:
-            sc.swaps += 1
-            self._swap_out += copied
-            self.stats.swap_outs += 1
-            self.stats.swap_out_blocks += copied
-        else:  # recompute on resume (also when the swap pool is full)
-            self.res.release(sc, private)
-            self.stats.recompute_preemptions += 1
-
-    def _finish(self, sc: SimCall) -> None:
-        """Complete a call already out of the prefill list and the decode set."""
-        private = self.res.blocks(sc.computed) - self.res.base(sc)
-        del self.running[sc]
-        if self.levels is not None:
-            self.levels.unfile(sc)
-        self.res.release(sc, private)
-        if self.holding is not None:
-            self.holding.finished(sc, self.now)
-        self.policy.remove(sc.call)
-        self.table.finish_call(sc.call, self.now)
-        del self.sims[sc.call]
-        self.load.active -= 1
-        sc.mode = WAITING
-        sc.finished = self.now

@@ -1,7 +1,8 @@
 """Hardware and model presets, and reading/validating GPU calibration files.
 
-A calibration file is the JSON written by `shared/tools/gpu_profile.py`: top-level `device`, `ceilings`, and one
-entry per profiled model. This module only finds, reads and validates files; fitting lives in `cost.py`.
+A calibration file is the JSON written by `shared/tools/gpu_profile.py`: top-level `device`, `ceilings`,
+and one entry per profiled model. This module only finds, reads and validates files; fitting lives in
+`cost.py`.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ MODELS: dict[str, ModelPreset] = {
 
 ENV_DIR = "AUTELLIX_CALIBRATION_DIR"
 _PACKAGED = Path(__file__).resolve().parent / "calibration"
-# <root>/main/autellix/sim/hardware.py -> <root>/shared/calibration (CI puts a copy of shared/ beside the clone)
+# <root>/main/autellix/sim/hardware.py -> <root>/shared/calibration (CI puts a copy of shared/ beside the
+# clone)
 _SHARED = Path(__file__).resolve().parents[3] / "shared" / "calibration"
 
 
@@ -101,7 +103,8 @@ def _need_rows(entry: dict, table: str, fields: tuple[str, ...], where: str, min
         for f in fields:
             v = _need(row, f, f"{where}.{table}[{i}]")
             if not isinstance(v, (int, float)) or v < 0:
-                raise ValueError(f"calibration field '{where}.{table}[{i}].{f}' must be a non-negative number")
+                raise ValueError(f"calibration field '{where}.{table}[{i}].{f}' must be a non-negative "
+                                 "number")
     return rows
 
 

@@ -7,7 +7,7 @@ and queues, the way the vLLM plugin applies them to vLLM's block pool:
   `KVCache.unhold` when the program's next call is admitted (it pins the blocks first, so nothing moves),
   at the deadline, at program end, or when memory is short;
 - `free(need)` releases soft holds lowest value first: the engine calls it before it refuses a waiting
-  call (EngineBudget.fits) or preempts a running call for memory (Engine._relieve_pressure);
+  call (SimBudget.short) or preempts a running call for memory (SimEngine._relieve_pressure);
 - calls of programs not admitted wait in `gated` (FIFO by program) outside the policy's queues, and join
   them when the gate lets their program in;
 - an ended program's holds go and its cached history moves to the eviction-first tier (`demote`).
@@ -18,10 +18,9 @@ KVCache once.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection, Hashable
+from collections.abc import Collection, Hashable, Iterable
 
 from autellix.policy.residency import Hold, ResidencyPolicy
-from autellix.sim.driver import ProgramRun
 from autellix.sim.kv import KVCache
 from autellix.sim.request import SimCall
 from autellix.sim.residency import Residency
@@ -86,9 +85,8 @@ class EngineHolding:
             gate.grow(sc.call.program_id, self.res.blocks(sc.prompt))
             if sc.generated == 0 and sc.preemptions == 0:
                 gate.observe(sc.call.program_id, self.res.base(sc) * self.res.block, hit)
-        p = sc.run.spec.calls[sc.index].prefix_call
-        if p is not None:
-            hold = self.policy.take(sc.run.sims[p])
+        if sc.prefix is not None:
+            hold = self.policy.take(sc.prefix)
             if hold is not None:
                 self.kv.unhold(self.chains.pop(hold.key))
 
@@ -125,12 +123,17 @@ class EngineHolding:
         self.policy.note_pressure(released)
         return kv.available() - before
 
-    def end(self, run: ProgramRun) -> None:
-        """The program ended: its holds go, and its cached history is evicted first."""
-        for hold in self.policy.end(run.program_id):
+    def end(self, program_id: str, calls: Iterable[SimCall]) -> None:
+        """The program ended (`calls`: its records): its holds go, and its cached history is evicted
+        first."""
+        for hold in self.policy.end(program_id):
             self._unhold(hold)
         if self.demote_ended:
-            self.kv.demote(sc for sc in run.sims if sc is not None)
+            self.kv.demote(calls)
+
+    def holders(self) -> Collection[str]:
+        """Programs whose holds give way to memory pressure (none when holds are hard pins)."""
+        return self.policy.by_program if self.policy.soft else ()
 
     def next_wake(self) -> float | None:
         return self.policy.next_deadline()

@@ -18,7 +18,8 @@ class RunningLevels:
     __slots__ = ("queues", "order")
 
     def __init__(self, policy: LevelPolicy) -> None:
-        self.queues: list[list[tuple[tuple[float, int], SimCall]]] = [[] for _ in range(policy.config.num_levels)]
+        levels = policy.config.num_levels
+        self.queues: list[list[tuple[tuple[float, int], SimCall]]] = [[] for _ in range(levels)]
         self.order = policy.order
 
     def refile(self, sc: SimCall) -> None:

@@ -11,12 +11,8 @@ to the policy; the engine charges the rest whenever the policy could observe it 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from autellix.programs import Call
-
-if TYPE_CHECKING:
-    from autellix.sim.driver import ProgramRun
 
 WAITING, PREFILL, DECODE = 0, 1, 2
 """SimCall.mode: in the policy's queues, running a prefill (chunks), running decode steps."""
@@ -31,14 +27,16 @@ class SimCall:
     """The engine policy's record (engine-local process table)."""
     gcall: Call = field(repr=False)
     """The gateway's record (cluster-wide process table)."""
-    run: ProgramRun = field(repr=False)
     index: int
+    """The call's place in its program (ProgramSpec.calls)."""
     prompt: int
     output: int
     chain: tuple = field(repr=False)
     """Prefix-cache chain: ((segment, blocks), ...) shared with earlier calls of the program."""
     base: int
     issued: float
+    prefix: SimCall | None = field(default=None, repr=False)
+    """The record of the call whose history this one extends (CallSpec.prefix_call; it finished first)."""
     engine: int = -1
     mode: int = WAITING
     generated: int = 0

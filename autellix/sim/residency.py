@@ -14,7 +14,7 @@ what `admission_cost` said.
 from __future__ import annotations
 
 from autellix.sim.kv import KVCache
-from autellix.sim.request import SimCall
+from autellix.sim.request import DECODE, SimCall
 
 
 class Residency:
@@ -51,6 +51,13 @@ class Residency:
         # +1: a swapped-in call decodes in this very step, so reserve the block its token may open
         tokens = sc.computed + 1 if sc.swapped else sc.prompt + sc.generated + 1
         return cost + self.blocks(tokens) - self.base(sc)
+
+    def private(self, sc: SimCall, step: int) -> int:
+        """GPU blocks a running call holds outside the prefix cache at engine step `step` (a decoding
+        call's from its lockstep counters, request.py)."""
+        if sc.mode == DECODE:
+            return self.blocks(sc.computed0 + step - sc.step0) - self.base(sc)
+        return sc.private
 
     def release_blocks(self, sc: SimCall, private: int) -> int:
         """Blocks preempting a running call makes available at once: private ones and segments it

@@ -32,7 +32,9 @@ class ProgramOutcome:
 
 
 @dataclass(frozen=True, slots=True)
-class CallOutcome:
+class SimCallOutcome:
+    """One simulated call's timeline and KV figures (a finished call of SimResult)."""
+
     program: str
     index: int
     engine: int
@@ -66,7 +68,7 @@ class CallOutcome:
 class SimResult:
     policy: str
     programs: list[ProgramOutcome]
-    calls: list[CallOutcome]
+    calls: list[SimCallOutcome]
     engines: list[EngineStats] = field(default_factory=list)
     wall_s: float = 0.0
     events: int = 0

@@ -9,7 +9,8 @@ import math
 import pytest
 from fake_openai import ServeFake  # tests/bench/ is on sys.path (conftest.py)
 
-from autellix.bench.sweep import BenchOutput, BenchPlan, plan_from_args, run_bench, run_order
+from autellix.bench.plan import BenchOutput, BenchPlan, plan_from_args, run_order
+from autellix.bench.sweep import run_bench
 from autellix.bench.targets import Target, parse_target
 
 

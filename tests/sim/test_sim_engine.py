@@ -11,7 +11,7 @@ from autellix.policy import PolicyConfig
 from autellix.sim.cluster import Cluster, simulate
 from autellix.sim.config import SIM_POLICIES, EngineConfig
 from autellix.sim.cost import load_cost_model
-from autellix.sim.engine import Engine
+from autellix.sim.engine import SimEngine
 from autellix.workloads import generate
 
 COST = load_cost_model("h200", "llama3.1-8b")
@@ -99,9 +99,10 @@ def test_kv_offload_copies_back_what_eviction_would_recompute(policy):
     assert tiered.prefill_tokens < plain.prefill_tokens
 
 
-def _check(engine: Engine) -> None:
+def _check(engine: SimEngine) -> None:
     kv = engine.kv
-    kv.check(sum(engine._private(sc) for sc in engine.running))  # free + evictable + held + ... == all
+    # free + evictable + held + ... == all
+    kv.check(sum(engine.res.private(sc, engine.step) for sc in engine.running))
     assert kv.cpu_used == sum(sc.swapped for sc in engine.sims.values())
     assert kv.host_used == sum(kv.host.values()) and kv.cpu_used + kv.host_used <= kv.cpu_blocks
     assert kv.offload or not kv.host
@@ -113,7 +114,7 @@ def _check(engine: Engine) -> None:
 @pytest.mark.parametrize("offload", [False, True])
 @pytest.mark.parametrize("policy", ["fcfs", "fcfs-nocache", "mlfq", "autellix", "srpt"])
 def test_kv_never_over_allocated_and_every_call_completes_once(policy, offload, monkeypatch):
-    plan, finish = Engine.plan, Engine.finish_span
+    plan, finish = SimEngine.plan, SimEngine.finish_span
 
     def checked_plan(self, now):
         end = plan(self, now)
@@ -125,8 +126,8 @@ def test_kv_never_over_allocated_and_every_call_completes_once(policy, offload, 
         _check(self)
         return done
 
-    monkeypatch.setattr(Engine, "plan", checked_plan)
-    monkeypatch.setattr(Engine, "finish_span", checked_finish)
+    monkeypatch.setattr(SimEngine, "plan", checked_plan)
+    monkeypatch.setattr(SimEngine, "finish_span", checked_finish)
     programs = generate("mixed", 10, 5.0, 3, scale=0.3)
     cluster = Cluster(programs, policy, COST, 2,
                       config=tight(gpu_blocks=300, cpu_blocks=30, kv_offload=offload), policy_config=LEVELS)
@@ -195,7 +196,8 @@ def test_request_overhead_delays_each_call_of_a_lone_program():
     n, d = len(programs[0].calls), 0.25
     base = simulate(programs, "plas", COST)
     late = simulate(programs, "plas", COST, config=EngineConfig(request_overhead_s=d))
-    assert n > 1 and all(not c.depends_on or c.depends_on == (i - 1,) for i, c in enumerate(programs[0].calls))
+    calls = programs[0].calls
+    assert n > 1 and all(not c.depends_on or c.depends_on == (i - 1,) for i, c in enumerate(calls))
     for i, (a, b) in enumerate(zip(base.calls, late.calls)):
         assert b.finished - a.finished == pytest.approx((i + 1) * d)
         assert b.ttft == pytest.approx(a.ttft)

@@ -168,8 +168,8 @@ def test_user_file_matches_preset_and_gpu_memory(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="gpu_mem_GB"):
         cost.load_cost_model(path=p2)
     assert cost.load_cost_model(path=p2, gpu_mem_GB=40).kv_capacity_tokens < 200000
-    assert cost.load_cost_model(path=_write(tmp_path, dict(data, device="x", gpu_mem_GB=80))).kv_capacity_tokens \
-        == 434800
+    p3 = _write(tmp_path, dict(data, device="x", gpu_mem_GB=80))
+    assert cost.load_cost_model(path=p3).kv_capacity_tokens == 434800
 
 
 def test_packaged_copy_matches_shared() -> None:

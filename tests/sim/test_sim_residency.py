@@ -13,9 +13,9 @@ from autellix.policy import PolicyConfig
 from autellix.sim.cluster import Cluster, simulate
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import load_cost_model
-from autellix.sim.engine import Engine
-from autellix.sim.fleet import run_fleet_point
-from autellix.sim.sweep import SweepSpec, cost_model
+from autellix.sim.engine import SimEngine
+from autellix.sim.points import Point, run_point
+from autellix.sim.spec import SweepSpec, cost_model
 from autellix.workloads import CallSpec, ProgramSpec, generate
 
 COST = load_cost_model("h200", "llama3.1-8b")
@@ -31,39 +31,39 @@ class Watch:
     """Checks invariants after every plan and step of every engine (monkeypatched in)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, check) -> None:
-        plan, finish, preempt = Engine.plan, Engine.finish_span, Engine._preempt
+        plan, finish, preempt = SimEngine.plan, SimEngine.finish_span, SimEngine._preempt
         self.pressure_preemptions_with_holds = 0
 
-        def checked_plan(engine: Engine, now: float):
+        def checked_plan(engine: SimEngine, now: float):
             end = plan(engine, now)
             check(engine, True)
             return end
 
-        def checked_finish(engine: Engine):
+        def checked_finish(engine: SimEngine):
             done = finish(engine)
             check(engine, False)
             return done
 
-        def watched_preempt(engine: Engine, sc):
+        def watched_preempt(engine: SimEngine, sc):
             short = engine.decoding.n and engine.decoding.growth(engine.step, 1) > engine.kv.available()
             if short and engine.holding is not None and engine.holding.policy.by_value(engine.now):
                 self.pressure_preemptions_with_holds += 1
             return preempt(engine, sc)
 
-        monkeypatch.setattr(Engine, "plan", checked_plan)
-        monkeypatch.setattr(Engine, "finish_span", checked_finish)
-        monkeypatch.setattr(Engine, "_preempt", watched_preempt)
+        monkeypatch.setattr(SimEngine, "plan", checked_plan)
+        monkeypatch.setattr(SimEngine, "finish_span", checked_finish)
+        monkeypatch.setattr(SimEngine, "_preempt", watched_preempt)
 
 
-def _blocks_add_up(engine: Engine, planned: bool = True) -> None:
-    engine.kv.check(sum(engine._private(sc) for sc in engine.running))
+def _blocks_add_up(engine: SimEngine, planned: bool = True) -> None:
+    engine.kv.check(sum(engine.res.private(sc, engine.step) for sc in engine.running))
 
 
 def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
     pc = PolicyConfig(hold_cap=0.2)
     ended: set[str] = set()
 
-    def check(engine: Engine, planned: bool) -> None:
+    def check(engine: SimEngine, planned: bool) -> None:
         _blocks_add_up(engine)
         kv, policy = engine.kv, engine.holding.policy
         assert kv.held <= pc.hold_cap * kv.gpu_blocks
@@ -72,13 +72,13 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
         assert set(engine.holding.chains) == set(policy.holds)
 
     watch = Watch(monkeypatch, check)
-    end_program = Engine.end_program
+    end_program = SimEngine.end_program
 
-    def note_end(engine: Engine, run) -> None:
-        ended.add(run.program_id)
-        end_program(engine, run)
+    def note_end(engine: SimEngine, program_id: str, calls) -> None:
+        ended.add(program_id)
+        end_program(engine, program_id, calls)
 
-    monkeypatch.setattr(Engine, "end_program", note_end)
+    monkeypatch.setattr(SimEngine, "end_program", note_end)
     cluster = Cluster(coding(24), "autellix", COST, config=TIGHT, policy_config=pc)
     res = cluster.run()
     t = res.totals()
@@ -92,7 +92,7 @@ def test_holds_stay_under_the_cap_end_with_programs_and_deadlines(monkeypatch):
 def test_a_waiting_call_is_never_refused_while_another_programs_hold_could_give_way(monkeypatch):
     refused_with_holds = []
 
-    def check(engine: Engine, planned: bool) -> None:
+    def check(engine: SimEngine, planned: bool) -> None:
         if not planned:
             return
         policy = engine.policy
@@ -103,7 +103,7 @@ def test_a_waiting_call_is_never_refused_while_another_programs_hold_could_give_
         dec = engine.decoding
         blocks = engine.kv.available() - engine.watermark - dec.growth(engine.step, 1)
         tokens = engine.config.max_batched_tokens - dec.n - sum(s.prefill_left for s in engine.prefilling)
-        if tokens > 0 and engine.admission_cost(sc) > blocks:
+        if tokens > 0 and engine.res.admission_cost(sc) > blocks:
             others = engine.holding.policy.by_value(engine.now, {first.program_id})
             if others:
                 refused_with_holds.append((engine.now, first, len(others)))
@@ -172,9 +172,9 @@ def test_closed_loop_keeps_the_fleet_size_and_stops_at_the_count():
 def test_closed_loop_points_are_reproducible_from_the_seed():
     spec = SweepSpec("coding", ("autellix",), (), programs=20, scale=0.3, config=TIGHT)
     cost, cpu = cost_model(spec)
-    a = run_fleet_point(spec, 6, "autellix", cost, cpu)
-    b = run_fleet_point(spec, 6, "autellix", cost, cpu)
-    c = run_fleet_point(dataclasses.replace(spec, seed=1), 6, "autellix", cost, cpu)
+    a = run_point(spec, Point("autellix", concurrency=6), cost, cpu)
+    b = run_point(spec, Point("autellix", concurrency=6), cost, cpu)
+    c = run_point(dataclasses.replace(spec, seed=1), Point("autellix", concurrency=6), cost, cpu)
     drop = ("wall_s",)
     assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
     assert a["programs_per_hour"] != c["programs_per_hour"]
@@ -189,7 +189,8 @@ def test_no_block_is_leaked_or_double_counted(workload, seed, policy, blocks, ca
     programs = generate(workload, 8, 2.0, seed, scale=0.2 if workload != "tree" else 0.05)
     pc = PolicyConfig(hold_cap=cap, admit_high=high, admit_low=high * 0.9)
     cfg = EngineConfig(max_num_seqs=8, max_batched_tokens=256, gpu_blocks=blocks, cpu_blocks=20)
-    need = max(-(-(c.prompt_tokens + c.output_tokens) // COST.block_tokens) for p in programs for c in p.calls)
+    block = COST.block_tokens
+    need = max(-(-(c.prompt_tokens + c.output_tokens) // block) for p in programs for c in p.calls)
     if need > blocks * (1 - cfg.watermark):
         return  # a call larger than the pool is a configuration error, tested elsewhere
     cluster = Cluster(programs, policy, COST, engines, config=cfg, policy_config=pc,
