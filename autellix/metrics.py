@@ -218,7 +218,8 @@ WARMUP_SHARE = 0.2
 """Closed loop: the first 20% of program completions are the warm-up (every program starts at once)."""
 
 
-def closed_loop(programs: Sequence[Any], calls: Sequence[Any], warmup: float = WARMUP_SHARE) -> dict[str, float]:
+def closed_loop(programs: Sequence[Any], calls: Sequence[Any],
+                warmup: float = WARMUP_SHARE) -> dict[str, float]:
     """Steady-state figures of a closed-loop run (N programs in flight, the next starts when one ends).
 
     The window runs from the completion that ends the warm-up (the ceil(warmup x n)-th) to the last

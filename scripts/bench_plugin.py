@@ -4,12 +4,12 @@ residency on, at 256 running and 2,000 waiting calls on the development machine)
 Builds vLLM's real V1 Scheduler twice with the same state (no model: autellix.engine.fake), fills it to
 256 running + 2,000 waiting calls of 400 programs, then times `schedule()` and `update_from_output()`
 per step for the stock scheduler and for the plugin, and prints the plugin's extra time per step,
-measured on the same state (the plugin's total minus the time spent inside vLLM's own
-methods, which it calls through super()). Two states: `steady` (waiting calls are no better than running ones: no preemption, the
-plugin's bookkeeping alone) and `churn` (waiting calls of fresh programs outrank running ones: the
-plugin also preempts up to max_preemptions per step, and vLLM then recomputes) and `gated` (as steady, with
-the program gate in force, as when holds fail: the waiting calls' programs are not resident, so their
-calls wait parked; KV holds are on in every state).
+measured on the same state (the plugin's total minus the time spent inside vLLM's own methods, which it
+calls through super()). Two states: `steady` (waiting calls are no better than running ones: no
+preemption, the plugin's bookkeeping alone) and `churn` (waiting calls of fresh programs outrank running
+ones: the plugin also preempts up to max_preemptions per step, and vLLM then recomputes) and `gated` (as
+steady, with the program gate in force, as when holds fail: the waiting calls' programs are not resident,
+so their calls wait parked; KV holds are on in every state).
 
     python scripts/bench_plugin.py [--steps 300] [--policy autellix]
 """
@@ -122,7 +122,8 @@ def main() -> None:
         extra = sorted((a - b) * 1e3 for a, b in zip(total, inner))
         med = statistics.median(extra)
         worst = max(worst, med)
-        print(f"{state:<7} {statistics.median(stock_total) * 1e3:>10.3f} {statistics.median(total) * 1e3:>8.3f} "
+        print(f"{state:<7} {statistics.median(stock_total) * 1e3:>10.3f} "
+              f"{statistics.median(total) * 1e3:>8.3f} "
               f"{statistics.median(inner) * 1e3:>10.3f} {med:>9.3f} {statistics.fmean(extra):>6.3f} "
               f"{extra[int(0.99 * (len(extra) - 1))]:>6.3f} {plugin.sched.autellix_stats['preemptions']:>9}"
               + (f"  ({plugin.sched.waiting.num_parked()} calls parked)" if state == "gated" else ""))

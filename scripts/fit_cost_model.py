@@ -22,7 +22,8 @@ from autellix.sim import hardware as hw
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def report(title: str, profile: dict, key: str, cm: cost.CostModel, decode_column: str, verbose: bool) -> dict:
+def report(title: str, profile: dict, key: str, cm: cost.CostModel, decode_column: str,
+           verbose: bool) -> dict:
     pts = cost.fit_points(profile, key, cm, decode_column)
     print(f"\n== {title}  (entry {key}, tp={cm.tp}, decode column {decode_column})")
     if verbose:
@@ -58,7 +59,8 @@ def plot(title: str, profile: dict, key: str, cm: cost.CostModel, decode_column:
     Ms = [r["M"] for r in e["linear"]]
     ax[0].loglog(Ms, [r["s"] * 1e3 for r in e["linear"]], "ko", label="measured (eager)")
     grid = [2 ** (i / 8) for i in range(0, 8 * 14 + 1)]
-    ax[0].loglog(grid, [(cm.mem0 + cm.mem1 * m) * 1e3 for m in grid], "b:", label="memory line (graph decode)")
+    ax[0].loglog(grid, [(cm.mem0 + cm.mem1 * m) * 1e3 for m in grid], "b:",
+                 label="memory line (graph decode)")
     ax[0].loglog(grid, [max(1e-3, (cm.comp0 + cm.comp1 * m) * 1e3) for m in grid], "g:", label="compute line")
     ax[0].loglog(grid, [cm.forward_time(int(m)) * 1e3 if cm.tp == 1 else
                         (cm.forward_time(int(m)) - cm.ar_fixed - cm.ar_per_token * int(m)) * 1e3
@@ -70,7 +72,8 @@ def plot(title: str, profile: dict, key: str, cm: cost.CostModel, decode_column:
     for i, B in enumerate(Bs):
         rows = sorted((r for r in e["decode"] if r["B"] == B), key=lambda r: r["L"])
         col = plt.cm.viridis(i / max(1, len(Bs) - 1))
-        ax[1].plot([r["L"] for r in rows], [r[decode_column] * 1e3 for r in rows], "o", color=col, label=f"B={B}")
+        ax[1].plot([r["L"] for r in rows], [r[decode_column] * 1e3 for r in rows], "o", color=col,
+                   label=f"B={B}")
         Ls = range(128, max(r["L"] for r in rows) + 1, 64)
         ax[1].plot(Ls, [(cm.step_time(B, B * L) - cm.ar_fixed - cm.ar_per_token * B) * 1e3 for L in Ls],
                    "-", color=col)
@@ -93,8 +96,8 @@ def plot(title: str, profile: dict, key: str, cm: cost.CostModel, decode_column:
     xs = range(3)
     ax[3].bar([x - 0.2 for x in xs], [m * 1e6 for m in meas], 0.4, color="k", label="measured")
     ax[3].bar([x + 0.2 for x in xs], [m * 1e6 for m in model], 0.4, color="r", label="model")
-    ax[3].set(yscale="log", ylim=(1, None), xticks=list(xs), xticklabels=names, ylabel="us per 16-token block",
-              title=f"KV swap ({nb} blocks measured)")
+    ax[3].set(yscale="log", ylim=(1, None), xticks=list(xs), xticklabels=names,
+              ylabel="us per 16-token block", title=f"KV swap ({nb} blocks measured)")
     for a in ax:
         a.grid(True, which="both", alpha=0.3)
         a.legend(fontsize=8)

@@ -24,7 +24,8 @@ def main() -> None:
     names = dict(m.split("=", 1) for m in args.map)
     real = json.load(open(args.real))["results"]
     sim = {(r["policy"], r["concurrency"]): r for r in json.load(open(args.sim))["results"]}
-    print(f"{'target':>10} {'N':>4} {'real calls/min':>22} {'sim':>7} {'error':>7} {'real hits':>10} {'sim hits':>9}")
+    print(f"{'target':>10} {'N':>4} {'real calls/min':>22} {'sim':>7} {'error':>7} "
+          f"{'real hits':>10} {'sim hits':>9}")
     pairs = []
     for r in real:
         s = sim.get((names.get(r["policy"], r["policy"]), r["concurrency"]))

@@ -9,8 +9,9 @@ are about to benchmark to learn, before spending an hour on it, whether a sweep 
 resolve the effect you expect. Example (the README's 30-minute real sweep):
 
     .venv/bin/python scripts/seed_spread.py --seeds 0-7 --workload mixed --policy fcfs,autellix \\
-        --rates 0.1,0.3,0.9 --programs 20,30,80 --scale 0.1 --calibration docs/results/calibration_vllm_cpu.json \\
-        --model SmolLM2-135M-Instruct --max-num-seqs 8 --max-batched-tokens 2048 --swap recompute --jobs 2
+        --rates 0.1,0.3,0.9 --programs 20,30,80 --scale 0.1 \\
+        --calibration docs/results/calibration_vllm_cpu.json --model SmolLM2-135M-Instruct \\
+        --max-num-seqs 8 --max-batched-tokens 2048 --swap recompute --jobs 2
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", help="comma-separated policies (default fcfs,autellix)")
     parser.add_argument("--seeds", default="0-7", help="seeds, as 0-7 or 0,3,5 (default 0-7)")
     add_sweep_arguments(parser)
@@ -60,8 +62,8 @@ def main() -> int:
             continue
         spread = math.exp(statistics.pstdev(math.log(v) for v in finite))
         print(f"{system} at {multiple:g}x: median {statistics.median(finite):.2f}, "
-              f"range {min(finite):.2f}-{max(finite):.2f}, geometric sd x{spread:.2f} over the {len(finite)} of "
-              f"{len(seeds)} seeds where a side crossed the target (bounds taken as values)")
+              f"range {min(finite):.2f}-{max(finite):.2f}, geometric sd x{spread:.2f} over the "
+              f"{len(finite)} of {len(seeds)} seeds where a side crossed the target (bounds taken as values)")
     return 0
 
 

@@ -75,12 +75,14 @@ def main() -> None:
         s = stats(programs)
         print(f"{w:9} {s['calls']:7.2f} {s['calls_p50']:5.0f} {s['calls_p99']:6.0f} {s['calls_max']:5d} "
               f"{s['prompt']:7.0f} {s['new']:6.0f} {s['output']:6.1f} {s['prefix_share']:6.2f} "
-              f"{s['threads']:4.1f} {s['parallel']:5.2f} {s['pause']:6.2f} {s['text_share']:5.2f} {elapsed:6.2f}")
+              f"{s['threads']:4.1f} {s['parallel']:5.2f} {s['pause']:6.2f} {s['text_share']:5.2f} "
+              f"{elapsed:6.2f}")
         if w in TARGETS:
             c, pr, o, which = TARGETS[w]
             got = s[which]
             print(f"{'  target':9} {c:7.2f} {'':5} {'':6} {'':5} "
-                  f"{'' if which != 'prompt' else f'{pr:7.0f}':>7} {'' if which != 'new' else f'{pr:6.0f}':>6} "
+                  f"{'' if which != 'prompt' else f'{pr:7.0f}':>7} "
+                  f"{'' if which != 'new' else f'{pr:6.0f}':>6} "
                   f"{o:6.1f}   errors: calls {s['calls'] / c - 1:+.1%}, {which} {got / pr - 1:+.1%}, "
                   f"output {s['output'] / o - 1:+.1%}")
 

@@ -1,8 +1,9 @@
 """AutellixScheduler: the policy core inside vLLM V1 (docs/vllm-notes.md).
 
 Load it with  `--scheduler-cls autellix.engine.vllm.AutellixScheduler`  (vLLM 0.32-0.34; the scheduler
-interface is not public, so each release is tested, and where they differ compat.py says how). The subclass is thin: every decision is the policy
-core's (`autellix.policy`); this module only translates between vLLM requests and `Call`s.
+interface is not public, so each release is tested, and where they differ compat.py says how). The
+subclass is thin: every decision is the policy core's (`autellix.policy`); this module only translates
+between vLLM requests and `Call`s.
 
 Hooks (see docs/vllm-notes.md):
 - `add_request`      read program context from `sampling_params.extra_args` (the request body's

@@ -30,7 +30,8 @@ _PARTS: dict[str, Callable[[int, float, int], list[ProgramSpec]]] = {
 }
 
 
-def generate(n_programs: int, rate: float, seed: int, kinds: Sequence[str] = PAPER_KINDS) -> list[ProgramSpec]:
+def generate(n_programs: int, rate: float, seed: int,
+             kinds: Sequence[str] = PAPER_KINDS) -> list[ProgramSpec]:
     """`n_programs` programs, equal parts of `kinds`, Poisson arrivals at `rate`/s in total."""
     check_args(n_programs, rate)
     unknown = [k for k in kinds if k not in _PARTS]

@@ -83,7 +83,8 @@ def _trace() -> _Trace:
             parent, shared = parent_of[i]
             if parent >= 0:
                 pr = rows[parent]
-                if shared >= pr["input_length"] // BLOCK and prompt >= pr["input_length"] + pr["output_length"]:
+                n_in = pr["input_length"]
+                if shared >= n_in // BLOCK and prompt >= n_in + pr["output_length"]:
                     prefix = pos[parent]
             calls.append(CallSpec(prompt, out, 0, (k - 1,) if k else (), 0.0, prefix, None, "turn"))
         convs.append(_Conversation(rows[rows_idx[0]]["timestamp"] / 1000 - t0, tuple(calls)))

@@ -77,7 +77,8 @@ def _docs() -> dict[str, dict[str, tuple[str, int]]]:
     a task's system prompt count is the sum over its functions (joins shift it by a token at most)."""
     out: dict[str, dict[str, tuple[str, int]]] = {}
     for cls, fname in _CLASS_DOCS.items():
-        texts = {r["name"]: json.dumps(r) for r in read_jsonl(data_file("bfcl", "multi_turn_func_doc", fname))}
+        texts = {r["name"]: json.dumps(r)
+                 for r in read_jsonl(data_file("bfcl", "multi_turn_func_doc", fname))}
         out[cls] = dict(zip(texts, zip(texts.values(), count_tokens(list(texts.values())))))
     return out
 
@@ -87,7 +88,8 @@ def _doc_text(
 ) -> tuple[str, int]:
     """Joined docs of the functions of `classes` (those in `only` if given, none in `skip`), and their
     token count."""
-    chosen = [d for cls in classes for f, d in docs[cls].items() if (only is None or f in only) and f not in skip]
+    chosen = [d for cls in classes for f, d in docs[cls].items()
+              if (only is None or f in only) and f not in skip]
     return "\n".join(t for t, _ in chosen), sum(n for _, n in chosen)
 
 
@@ -101,7 +103,8 @@ def _pool() -> _Pool:
     raw: list[tuple[tuple[str, int], list[tuple[str, int | None]], list[list[str]]]] = []
     # per task: (system text, tokens), per turn (text, doc tokens or None for user text), ground truth
     for fname in _FILES:
-        answers = {r["id"]: r["ground_truth"] for r in read_jsonl(data_file("bfcl", "possible_answer", fname))}
+        answers = {r["id"]: r["ground_truth"]
+                   for r in read_jsonl(data_file("bfcl", "possible_answer", fname))}
         for row in read_jsonl(data_file("bfcl", fname)):
             gt = answers[row["id"]]
             missed = {int(k): v for k, v in row.get("missed_function", {}).items()}

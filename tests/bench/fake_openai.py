@@ -83,7 +83,8 @@ class FakeOpenAIUpstream:
         """An unbounded prefix cache: the tokens of the longest earlier prompt this one extends."""
         prompt = seen.body["prompt"]
         best = max((s.prompt_tokens for s in self.requests
-                    if s is not seen and s.start < seen.start and prompt.startswith(s.body["prompt"])), default=0)
+                    if s is not seen and s.start < seen.start and prompt.startswith(s.body["prompt"])),
+                   default=0)
         return min(best, seen.prompt_tokens - 1)
 
     async def _stream(self, seen: Seen, n: int) -> AsyncIterator[str]:

@@ -16,8 +16,9 @@ def test_bench_command_writes_the_sim_schema_and_a_summary(
     _, slow_url = serve_fake(decode_step=0.004)
     _, fast_url = serve_fake(decode_step=0.001)
     out, plot = tmp_path / "bench.json", tmp_path / "bench.png"
-    code = main(["bench", "--workload", "chat", "--target", f"slow={slow_url}", "--target", f"fast={fast_url}",
-                 "--target", f"dead={dead_url}", "--rates", "10,20", "--programs", "3", "--scale", "0.05",
+    code = main(["bench", "--workload", "chat", "--target", f"slow={slow_url}",
+                 "--target", f"fast={fast_url}", "--target", f"dead={dead_url}",
+                 "--rates", "10,20", "--programs", "3", "--scale", "0.05",
                  "--tokenizer", "gpt2", "--cooldown", "0", "--json", str(out), "--plot", str(plot)])
     assert code == 0
     data = json.loads(out.read_text())

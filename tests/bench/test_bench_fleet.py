@@ -71,15 +71,16 @@ def test_the_command_writes_every_run_and_the_ratios(
     assert {(r["policy"], r["concurrency"]) for r in data["results"]} == {
         (p, c) for p in ("slow", "fast") for c in (2, 3)}
     for row in data["results"]:
-        assert row["repeats"] == 2 and row["calls_per_min_min"] <= row["calls_per_min"] <= row["calls_per_min_max"]
+        cpm = row["calls_per_min"]
+        assert row["repeats"] == 2 and row["calls_per_min_min"] <= cpm <= row["calls_per_min_max"]
     ratios = {(c["metric"], c["concurrency"]): c["ratio"] for c in data["comparisons"]}
     assert ratios[("calls_per_min", 2)] > 1  # fast over slow
     assert data["config"]["working_set_fit"] > 0 and data["calls"] and data["program_records"]
     assert "calls per min" in capsys.readouterr().out
 
 
-def test_the_command_rejects_a_closed_loop_without_a_steady_state(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_rejects_a_closed_loop_without_a_steady_state(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--workload", "coding", "--target", "a=http://127.0.0.1:1", "--concurrency", "2",
                  "--programs", "1", "--json", str(tmp_path / "x.json")]) == 2
     assert "completion count >= 2" in capsys.readouterr().err

@@ -71,7 +71,8 @@ def test_history_is_a_prefix_and_identity_is_sent(serve_fake: ServeFake, builder
     assert {s.headers["x-thread-id"] for s in fake.requests} == {"0", "1", "2"}
 
 
-def test_threads_run_in_parallel_and_dependencies_in_order(serve_fake: ServeFake, builder: PromptBuilder) -> None:
+def test_threads_run_in_parallel_and_dependencies_in_order(
+        serve_fake: ServeFake, builder: PromptBuilder) -> None:
     fake, url = serve_fake(decode_step=0.01)
     _run(url, [_tree()], builder)
     seen = {s.prompt_tokens: s for s in fake.requests}

@@ -15,8 +15,8 @@ from autellix.bench.targets import Target, parse_target
 
 
 def _plan(targets: list[Target], seed: int = 0, **kw: object) -> BenchPlan:
-    settings = dict(workload="chat", targets=targets, rates=[20.0, 40.0], counts=[3, 3], seed=seed, scale=0.05,
-                    tokenizer="gpt2", cooldown=0.0)
+    settings = dict(workload="chat", targets=targets, rates=[20.0, 40.0], counts=[3, 3], seed=seed,
+                    scale=0.05, tokenizer="gpt2", cooldown=0.0)
     settings.update(kw)
     return BenchPlan(**settings)  # type: ignore[arg-type]
 
