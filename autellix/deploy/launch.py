@@ -26,9 +26,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from autellix.engine.compat import SUPPORTED, is_supported, vllm_version
-from autellix.engine.config import PLUGIN_POLICIES
+from autellix.policy.systems import ENGINE_SYSTEMS
 
-ENGINE_POLICIES = ("vllm", *PLUGIN_POLICIES)  # `vllm`: the stock scheduler, no plugin
 SCHEDULER_CLS = "autellix.engine.vllm.AutellixScheduler"
 ASYNC_SCHEDULER_CLS = "autellix.engine.vllm.AutellixAsyncScheduler"
 DEFAULT_CPU_KV_GIB = "1"
@@ -67,8 +66,8 @@ def engine_argv(model: str, policy: str = "autellix", port: int = 8000, host: st
                 served_model_name: str | None = None, extra: Sequence[str] = (),
                 python: str | None = None) -> list[str]:
     """The command line that starts one engine."""
-    if policy not in ENGINE_POLICIES:
-        raise ValueError(f"policy: unknown {policy!r}; choose one of {ENGINE_POLICIES}")
+    if policy not in ENGINE_SYSTEMS:
+        raise ValueError(f"policy: unknown {policy!r}; choose one of {ENGINE_SYSTEMS}")
     argv = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model, "--host", host, "--port", str(port)]
     if served_model_name is None and Path(model).is_dir():
@@ -192,7 +191,7 @@ def add_engine_commands(subparsers: argparse._SubParsersAction) -> None:
                     "stopped. Policy knobs: AUTELLIX_* environment variables (see docs/vllm-notes.md). "
                     "Arguments after `--` are passed to vLLM unchanged.")
     p.add_argument("model", nargs="?", help="model folder or name (default: the prepared default model)")
-    p.add_argument("--policy", default="autellix", choices=ENGINE_POLICIES,
+    p.add_argument("--policy", default="autellix", choices=ENGINE_SYSTEMS,
                    help="scheduling policy; `vllm` = vLLM's stock scheduler (default: autellix)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")

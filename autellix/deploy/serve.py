@@ -38,7 +38,7 @@ gateway is closing at that instant (which would fail with a reset although the g
 
 def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     from autellix.balance import BALANCERS
-    from autellix.deploy.launch import ENGINE_POLICIES
+    from autellix.policy.systems import ENGINE_SYSTEMS
 
     p = subparsers.add_parser(
         "serve", help="serve an OpenAI-compatible gateway over N vLLM engines with Autellix scheduling",
@@ -48,7 +48,7 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="local engines to start (default 1, or 0 when --engine-url is given)")
     p.add_argument("--engine-url", action="append", default=[], metavar="URL",
                    help="attach an engine already running at URL (repeatable)")
-    p.add_argument("--policy", default="autellix", choices=ENGINE_POLICIES, help="engine scheduling policy")
+    p.add_argument("--policy", default="autellix", choices=ENGINE_SYSTEMS, help="engine scheduling policy")
     p.add_argument("--balancer", default="locality", choices=sorted(BALANCERS))
     p.add_argument("--host", default="127.0.0.1", help="gateway address (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8000, help="gateway port")

@@ -1,7 +1,7 @@
 """The engine plugin's one configuration path (read once when an engine starts). Pure Python.
 
-`AUTELLIX_POLICY` (one of PLUGIN_POLICIES; default autellix), `AUTELLIX_TRACE` (log every call's life;
-default off) and the `AUTELLIX_<FIELD>` variables of `PolicyConfig.from_env`; vLLM's
+`AUTELLIX_POLICY` (one of policy.systems.PLUGIN_SYSTEMS; default autellix), `AUTELLIX_TRACE` (log every
+call's life; default off) and the `AUTELLIX_<FIELD>` variables of `PolicyConfig.from_env`; vLLM's
 `--additional-config '{"autellix": {"policy": "plas", "trace": true, "beta": 4}}'` overrides them field
 by field.
 """
@@ -16,8 +16,7 @@ from typing import Any, NamedTuple
 from autellix.context import short_repr
 from autellix.policy import ConfigError, PolicyConfig
 from autellix.policy.config import parse_flag
-
-PLUGIN_POLICIES = ("fcfs", "mlfq", "plas", "atlas", "autellix")
+from autellix.policy.systems import PLUGIN_SYSTEMS
 
 
 class PluginConfig(NamedTuple):
@@ -46,8 +45,8 @@ def resolve_config(additional_config: Any = None, environ: Mapping[str, str] | N
             trace = parse_flag("additional_config.autellix.trace", fields.pop("trace"))
         parsed = PolicyConfig.from_dict(fields)
         config = dataclasses.replace(config, **{k: getattr(parsed, k) for k in fields})
-    if name not in PLUGIN_POLICIES:
+    if name not in PLUGIN_SYSTEMS:
         raise ConfigError(f"AUTELLIX_POLICY: {name!r} is not an engine policy; "
-                          f"choose one of {PLUGIN_POLICIES}")
+                          f"choose one of {PLUGIN_SYSTEMS}")
     return PluginConfig(name, config, trace)
 

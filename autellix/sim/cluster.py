@@ -35,7 +35,8 @@ from autellix.balance import make_balancer
 from autellix.policy import PolicyConfig, make_policy
 from autellix.policy.pause_gate import PauseGate
 from autellix.policy.residency import ResidencyPolicy
-from autellix.sim.config import CONTINUUM_TTL_QUANTILE, EngineConfig, sim_policy
+from autellix.policy.systems import system
+from autellix.sim.config import CONTINUUM_TTL_QUANTILE, EngineConfig
 from autellix.sim.cost import CostModel
 from autellix.sim.driver import ProgramRun
 from autellix.sim.engine import SimEngine
@@ -61,12 +62,12 @@ class Cluster:
         if stop_after is not None and not 1 <= stop_after <= len(programs):
             raise ValueError(f"stop_after: must be in [1, {len(programs)}], got {stop_after}")
         self.config = config or EngineConfig()
-        self.sim_policy = sim_policy(policy)
+        self.system = system(policy)
         self.policy_config = policy_config or PolicyConfig()
-        caching = self.sim_policy.prefix_caching and self.config.prefix_caching
+        caching = self.system.prefix_caching and self.config.prefix_caching
         gpu_blocks = self.config.gpu_blocks or cost.kv_capacity_blocks
         cpu = self.config.cpu_blocks if self.config.cpu_blocks is not None else cpu_blocks
-        self.engines = [SimEngine(i, make_policy(self.sim_policy.policy, self.policy_config), cost,
+        self.engines = [SimEngine(i, make_policy(self.system.order, self.policy_config), cost,
                                   self.config, caching, gpu_blocks, cpu, *self._residency(gpu_blocks))
                         for i in range(engines)]
         self.loads = [e.load for e in self.engines]
@@ -86,7 +87,7 @@ class Cluster:
         self.started = 0
         self.completed = 0
         self.gate = PauseGate(gpu_blocks * cost.block_tokens * engines, self.policy_config.admit_high) \
-            if self.sim_policy.pause_gate else None
+            if self.system.pause_gate else None
         self.gated: dict[str, list[tuple[ProgramRun, int]]] = {}
         """Ready calls of programs the PauseGate holds back, in issue order."""
         self._heap: list[tuple] = []
@@ -95,7 +96,7 @@ class Cluster:
 
     def _residency(self, gpu_blocks: int) -> tuple[ResidencyPolicy | None, bool]:
         """(the engine's residency policy, whether ended programs' cache is evicted first)."""
-        mode, pc = self.sim_policy.residency, self.policy_config
+        mode, pc = self.system.residency, self.policy_config
         if mode == "autellix" and pc.residency:
             return ResidencyPolicy(pc, gpu_blocks), True
         if mode == "continuum":
@@ -258,7 +259,7 @@ class Cluster:
                                          sc.finished, sc.prompt, sc.output, sc.hit_tokens, sc.wait_s,
                                          sc.preemptions, sc.swaps, sc.prefilled,
                                          spec.new_prompt_tokens(sc.index)))
-        return SimResult(self.sim_policy.name, programs, calls, [e.counters() for e in self.engines],
+        return SimResult(self.system.name, programs, calls, [e.counters() for e in self.engines],
                          wall_s, self.events)
 
 
@@ -266,7 +267,7 @@ def simulate(programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engi
              balancer: str = "locality", config: EngineConfig | None = None,
              policy_config: PolicyConfig | None = None, cpu_blocks: int = 0,
              concurrency: int | None = None, stop_after: int | None = None) -> SimResult:
-    """Run `programs` on `engines` simulated engines under `policy` (a name in config.SIM_POLICIES):
+    """Run `programs` on `engines` simulated engines under `policy` (a name in policy/systems.py's SYSTEMS):
     open loop (arrival times as given), or closed loop with `concurrency` programs in flight until
     `stop_after` programs completed (module docstring)."""
     return Cluster(programs, policy, cost, engines, balancer, config, policy_config, cpu_blocks,

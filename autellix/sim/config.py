@@ -1,14 +1,5 @@
-"""Simulated engine settings and the simulator's policy names.
-
-A simulator policy name picks a scheduling policy from the policy core plus engine features:
-`fcfs` is vLLM with prefix caching and chunked prefill (the paper's vLLM-opt, plain LRU eviction);
-`fcfs-nocache` is the same scheduler without a prefix cache (the paper's plain vLLM). Every other name is
-the policy of the same name with prefix caching on; the program-aware ones (plas, atlas, autellix) also
-carry out the policy core's KV residency (holds, eviction bias, admission; off with the `residency` knob),
-and `autellix-lru` is autellix without it. The peers' published rules, same engine model:
-`continuum` (program-level FCFS and a hard TTL pin of each finished call's KV; Li et al., arXiv 2511.02230)
-and `thunderagent` (stock FCFS engine behind a proxy that pauses and resumes whole programs by working
-set; Kang et al., arXiv 2602.13692). docs/simulator.md, "KV residency".
+"""Simulated engine settings. The systems the simulator runs (`--policy`) are policy/systems.py's table;
+`continuum`'s TTL rule is parametrised here.
 """
 
 from __future__ import annotations
@@ -17,46 +8,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from autellix.policy import POLICIES
-
 if TYPE_CHECKING:
     from autellix.sim.cost import CostModel
 
 SWAP_MODES = ("batched", "per-block", "recompute")
-
-
-PROGRAM_AWARE = ("plas", "atlas", "autellix")
-
-
-@dataclass(frozen=True, slots=True)
-class SimPolicy:
-    name: str
-    policy: str
-    prefix_caching: bool
-    residency: str = ""
-    """"autellix": soft holds, eviction bias and admission (policy/residency.py) when the PolicyConfig's
-    `residency` knob is on; "continuum": hard TTL pins; "": none (vLLM's plain LRU)."""
-    pause_gate: bool = False
-    """ThunderAgent's proxy in front of the engines (policy/pause_gate.py)."""
-
-
-SIM_POLICIES: dict[str, SimPolicy] = {
-    **{n: SimPolicy(n, n, True, "autellix" if n in PROGRAM_AWARE else "") for n in POLICIES},
-    "fcfs-nocache": SimPolicy("fcfs-nocache", "fcfs", False),
-    "autellix-lru": SimPolicy("autellix-lru", "autellix", True),
-    "continuum": SimPolicy("continuum", "pfcfs", True, "continuum"),
-    "thunderagent": SimPolicy("thunderagent", "fcfs", True, pause_gate=True),
-}
 CONTINUUM_TTL_QUANTILE = 0.9
 """Continuum pins for a TTL taken from the observed tool-pause distribution; in its simplest form here,
 the 90th percentile of the pauses seen so far (docs/simulator.md)."""
-
-
-def sim_policy(name: str) -> SimPolicy:
-    try:
-        return SIM_POLICIES[name]
-    except KeyError:
-        raise ValueError(f"policy: unknown {name!r}; choose one of {sorted(SIM_POLICIES)}") from None
 
 
 @dataclass(frozen=True, slots=True)

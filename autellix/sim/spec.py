@@ -14,9 +14,10 @@ from typing import Any
 
 from autellix.balance import BALANCERS
 from autellix.policy import PolicyConfig
+from autellix.policy.systems import system
 from autellix.report import DEFAULT_MULTIPLES
 from autellix.sim import hardware as hw
-from autellix.sim.config import EngineConfig, sim_policy
+from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel, load_cost_model
 from autellix.workloads import WORKLOADS, ProgramSpec, generate, program_counts
 
@@ -48,7 +49,7 @@ class SweepSpec:
         if not self.policies:
             raise ValueError("--policy: need at least one policy")
         for p in self.policies:
-            sim_policy(p)
+            system(p)
         if need_rates and not self.rates:
             raise ValueError("--rates: need at least one arrival rate (programs/s), e.g. --rates 1,2,4")
         if any(not r > 0 for r in self.rates):

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from autellix.policy import PolicyConfig
+from autellix.policy.systems import SYSTEMS
 from autellix.sim.cluster import Cluster, simulate
-from autellix.sim.config import SIM_POLICIES, EngineConfig
+from autellix.sim.config import EngineConfig
 from autellix.sim.cost import load_cost_model
 from autellix.sim.engine import SimEngine
 from autellix.workloads import generate
@@ -17,7 +18,7 @@ from autellix.workloads import generate
 COST = load_cost_model("h200", "llama3.1-8b")
 # Small levels and beta so demotion, gang leveling and promotion all happen on small programs.
 LEVELS = PolicyConfig(boundaries=(0, 8, 16, 32, 64, 128, math.inf), beta=2.0)
-POLICIES = sorted(SIM_POLICIES)
+POLICIES = sorted(SYSTEMS)
 
 
 def tight(**kw: object) -> EngineConfig:
