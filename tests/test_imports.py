@@ -9,6 +9,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "autellix"
 CORE = ("autellix.programs", "autellix.context", "autellix.balance", "autellix.policy")
 """The policy core: pure Python, shared by the plugin, the gateway and the simulator."""
+LAYERS = {
+    "autellix.programs": 0,
+    "autellix.context": 1, "autellix.policy": 1, "autellix.balance": 1, "autellix.metrics": 1,
+    "autellix.workloads": 1, "autellix.model": 1, "autellix.client": 1,
+    "autellix.report": 2, "autellix.engine": 2, "autellix.gateway": 2,
+    "autellix.sim": 3,
+    "autellix.bench": 4, "autellix.deploy": 4,
+    "autellix.cli": 5, "autellix": 5,
+}
+"""docs/architecture.md's layers: a module imports only from lower layers (or inside its own package)."""
 CORE_FORBIDDEN = ("vllm", "torch", "starlette", "uvicorn", "aiohttp", "httpx", "ray", "autellix.sim",
                   "autellix.gateway", "autellix.engine", "autellix.bench", "autellix.deploy")
 
@@ -103,6 +113,18 @@ def test_no_import_cycle_in_the_package():
     assert cycles(import_graph()) == []
 
 
+def _group(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def test_imports_run_down_the_layers_of_the_architecture_doc():
+    graph = import_graph()
+    assert {_group(m) for m in graph} == set(LAYERS), "a top-level module is missing from LAYERS"
+    upward = sorted((a, b) for a, targets in graph.items() for b in targets
+                    if _group(a) != _group(b) and LAYERS[_group(a)] <= LAYERS[_group(b)])
+    assert not upward, f"imports against the layers: {upward}"
+
+
 def test_the_policy_core_imports_no_engine_http_or_outer_layer():
     mods = _modules()
     for m, path in mods.items():
@@ -110,3 +132,10 @@ def test_the_policy_core_imports_no_engine_http_or_outer_layer():
             continue
         bad = sorted(t for t in _imported(m, path) if t.startswith(CORE_FORBIDDEN))
         assert not bad, f"{m} imports {bad}"
+
+
+def test_the_architecture_doc_names_every_module():
+    doc = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.stem not in doc)
+    assert not missing, f"docs/architecture.md's module map lacks {missing}"

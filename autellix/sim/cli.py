@@ -24,6 +24,7 @@ from autellix.sim import hardware as hw
 from autellix.sim.config import SWAP_MODES, EngineConfig
 from autellix.sim.spec import SweepSpec
 from autellix.sim.sweep import run_fleet, run_sweep
+from autellix.sim.toy import SCENARIOS, run_scenario
 from autellix.workloads import WORKLOADS, parse_counts
 
 TABLE_COLUMNS = ("policy", "rate", "mean_latency", "p95_latency", "p99_latency", "mean_jct", "mean_ttft",
@@ -38,6 +39,39 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
         raise ValueError(f"{name}: expected comma-separated numbers, got {text!r}") from None
+
+
+def add_sim_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `autellix sim`: the paper's toy scenarios, or workload sweeps (open or closed loop)."""
+    sim = subparsers.add_parser(
+        "sim", help="simulate policies: the paper's toy scenarios or agent workloads",
+        description="Run the policy core on a simulated engine. With --scenario: the paper's unit-step toy "
+                    "examples. Otherwise: a workload rate sweep.")
+    sim.add_argument("--scenario", choices=sorted(SCENARIOS), help="a unit-step toy scenario")
+    sim.add_argument("--policy", help="comma-separated policies (default: the scenario's set)")
+    sim.add_argument("--json", metavar="OUT", help="write results as JSON to OUT")
+    add_sweep_arguments(sim)
+    sim.set_defaults(func=_cmd_sim)
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    if not args.scenario:
+        return run_sweep_command(args)
+    results = run_scenario(args.scenario, args.policy.split(",") if args.policy else None)
+    scenario = SCENARIOS[args.scenario]
+    print(f"{scenario.name}: {scenario.about}")
+    print(f"{'policy':<10} {'total wait':>10} {'makespan':>9}  per-call wait")
+    for name, r in results.items():
+        waits = " ".join(f"{k}={v}" for k, v in sorted(r.waits.items()))
+        print(f"{name:<10} {r.total_wait:>10} {r.makespan:>9}  {waits}")
+    if args.json:
+        write_json(args.json, {
+            "scenario": scenario.name,
+            "total_wait": {n: r.total_wait for n, r in results.items()},
+            "makespan": {n: r.makespan for n, r in results.items()},
+            "call_wait": {n: r.waits for n, r in results.items()},
+        })
+    return 0
 
 
 def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
