@@ -236,10 +236,16 @@ def _no_response(response_id: str) -> GatewayError:
     return GatewayError(404, f"Response with id '{response_id:.200}' not found.")
 
 
-async def _refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+class _RefuseWebSocket:
     """A WebSocket handshake on /v1/responses: 426 where the server can answer it over HTTP (the ASGI
     denial-response extension), else the handshake is closed."""
-    if "websocket.http.response" in scope.get("extensions", {}):
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _refuse_websocket(scope, send)
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
         body = GatewayError(426, "WebSocket is not served here: use HTTP POST /v1/responses").response()
         await send({"type": "websocket.http.response.start", "status": 426,
                     "headers": [(b"content-type", b"application/json"), (b"upgrade", b"HTTP/1.1")]})
@@ -276,7 +282,7 @@ def create_app(config: GatewayConfig, ray_engines: EngineFleet | None = None,
         *(Route(api.path, _guard(gw.calls(api), api.errors), methods=["POST"]) for api in gw.apis),
         Route("/v1/messages/count_tokens", _guard(gw.count_tokens, "anthropic"), methods=["POST"]),
         Route("/v1/responses", _guard(gw.responses_upgrade), methods=["GET"]),
-        WebSocketRoute("/v1/responses", _refuse_websocket),
+        WebSocketRoute("/v1/responses", _RefuseWebSocket()),
         Route("/v1/responses/{id}", _guard(gw.get_response), methods=["GET"]),
         Route("/v1/responses/{id}", _guard(gw.delete_response), methods=["DELETE"]),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
