@@ -44,7 +44,7 @@ def test_anthropic_sdk_create_stream_and_tool_use(served: Served) -> None:
         messages: list[Any] = [{"role": "user", "content": f"What is the weather in {city}?"}]
         first = client.messages.create(model="claude-sonnet-4-5", system=SYSTEM, max_tokens=60,
                                        messages=messages, tools=[WEATHER_A],
-                                       tool_choice={"type": "any"}, temperature=0)
+                                       tool_choice={"type": "any"})
         messages.append({"role": "assistant",
                          "content": [b.model_dump(exclude_none=True) for b in first.content]})
         uses = [b for b in first.content if b.type == "tool_use"]

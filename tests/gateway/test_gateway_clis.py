@@ -25,7 +25,8 @@ from autellix.gateway import GatewayConfig, create_app
 BIN = Path(__file__).resolve().parents[2] / ".npm-clients" / "node_modules" / ".bin"
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
            "NO_PROXY": "127.0.0.1,localhost", "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
-           "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+           "DISABLE_ERROR_REPORTING": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+           "IS_SANDBOX": "1"}  # Claude Code refuses to skip permissions as root outside a declared sandbox
 
 
 @pytest.fixture(scope="module")
