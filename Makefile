@@ -5,7 +5,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test model bench clean
+.PHONY: serve test model bench clean clients
+
+# The real agent CLIs the gateway tests drive (tests/gateway/test_gateway_clis.py), at pinned versions,
+# into a gitignored folder; idempotent.
+CLIENTS := .npm-clients/.installed
+$(CLIENTS):
+	npm install --prefix .npm-clients --no-audit --no-fund --no-save @anthropic-ai/claude-code@2.1.332 @openai/codex@0.171.0
+	touch $(CLIENTS)
+clients: $(CLIENTS)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +35,7 @@ serve: model
 	HF_HUB_OFFLINE=1 $(BIN)/autellix serve $(ARGS)
 
 # Lint, the plugin's fake-runner tests against every supported vLLM release (one line each), then all tests.
-test: model
+test: model clients
 	$(BIN)/ruff check .
 	PY=$(BIN)/python scripts/vllm_matrix.sh
 	HF_HUB_OFFLINE=1 $(BIN)/pytest -q $(ARGS)

@@ -36,6 +36,13 @@ aiohttp 15 s), so the client always closes first: a client never sends a request
 gateway is closing at that instant (which would fail with a reset although the gateway did nothing)."""
 
 
+
+def _alias(text: str) -> str:
+    pattern, _, model = text.partition("=")
+    if not pattern or not model:
+        raise argparse.ArgumentTypeError(f"need PATTERN=MODEL, got {text!r}")
+    return text
+
 def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     from autellix.balance import BALANCERS
     from autellix.policy.systems import ENGINE_SYSTEMS
@@ -69,6 +76,9 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="OpenAI's `user` field names the program (off by default: a user may run many)")
     p.add_argument("--max-body-mb", type=float, default=32.0,
                    help="largest request body accepted, in MiB (413 past it)")
+    p.add_argument("--model-alias", action="append", default=[], metavar="PATTERN=MODEL",
+                   type=_alias, help="calls whose model matches PATTERN (fnmatch, e.g. 'claude-*' or '*') "
+                                     "go to MODEL (repeatable; first match wins)")
     p.add_argument("--log-dir", type=Path, default=None, help="engine logs (default: a cache folder)")
     p.add_argument("--startup-timeout", type=float, default=900.0, help="seconds to wait for engines")
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
@@ -98,7 +108,8 @@ def gateway_config(args: argparse.Namespace, urls: list[str], dynamic: bool = Fa
                          long_prompt=args.long_prompt,
                          api_keys=frozenset(keys), policy=policy,
                          infer_programs=args.infer_programs == "on", user_programs=args.user_programs,
-                         max_body_bytes=int(args.max_body_mb * (1 << 20)))
+                         max_body_bytes=int(args.max_body_mb * (1 << 20)),
+                         model_aliases=tuple(tuple(a.split("=", 1)) for a in args.model_alias))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

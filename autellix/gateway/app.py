@@ -1,8 +1,12 @@
 """The gateway's ASGI app: routes only; the work lives in proxy, sessions, engines and metrics.
 
 Routes:
-  POST   /v1/chat/completions, /v1/completions   proxied with program context (autellix.gateway.proxy;
-                                                 one wire format per API: autellix.gateway.api)
+  POST   /v1/chat/completions, /v1/completions,  proxied with program context (autellix.gateway.proxy;
+         /v1/messages, /v1/responses             one wire format per API: autellix.gateway.api)
+  POST   /v1/messages/count_tokens               to a healthy engine (no call: no program)
+  GET    /v1/responses/{id}                      a response the gateway stored (gateway.response_store)
+  DELETE /v1/responses/{id}                      forget it
+  GET    /v1/responses (WebSocket upgrade)       426: Codex then speaks HTTP
   GET    /v1/models                              from a healthy engine
   POST   /v1/programs                            open a program (session); returns its id
   GET    /v1/programs                            the caller's live programs (paged: ?limit=, ?after=)
@@ -12,7 +16,8 @@ Routes:
   GET    /health                                 200 while at least one engine is healthy, else 503
   GET    /metrics                                Prometheus text
   *      anything else                           passed through untouched to a healthy engine
-/health and /metrics need no API key; every other route does when keys are configured.
+/health and /metrics need no API key; every other route does when keys are configured. Errors on the
+Messages API's routes are in Anthropic's shape, on every other route in OpenAI's (autellix.gateway.errors).
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ from typing import Protocol
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from autellix.balance import Locality, make_balancer
-from autellix.gateway.api import WIRE_FORMATS, WireFormat
+from autellix.gateway.api import MESSAGES, WireFormat, wire_formats
 from autellix.gateway.auth import KeyChecker
 from autellix.gateway.bodies import parse_json_object
 from autellix.gateway.config import GatewayConfig
@@ -39,6 +44,7 @@ from autellix.gateway.errors import GatewayError
 from autellix.gateway.identity import Identifier, valid_id
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from autellix.gateway.proxy import Proxy
+from autellix.gateway.response_store import ResponseStore
 from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
 from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import Program, UnknownProgram
@@ -84,7 +90,9 @@ class Gateway:
                               else None)
         self.identifier = Identifier(self.conversations, config.user_programs)
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
-                           config.max_body_bytes)
+                           config.max_body_bytes, config.model_aliases)
+        self.responses = ResponseStore(config.responses_max_bytes, config.responses_ttl)
+        self.apis = wire_formats(self.responses)
         self._notices: set[asyncio.Task] = set()
 
     def _program_ended(self, program: Program, how: str) -> None:
@@ -128,6 +136,33 @@ class Gateway:
             return await self.proxy.call(request, self.keys.owner(request.headers), api)
 
         return handle
+
+    async def count_tokens(self, request: Request) -> ASGIApp:
+        self.keys.owner(request.headers)
+        return await self.proxy.uncounted(request, MESSAGES)
+
+    async def get_response(self, request: Request) -> Response:
+        """A stored response object (404 in OpenAI's shape when unknown, expired, deleted or another
+        owner's; and for `store: false` calls, which are never stored)."""
+        owner = self.keys.owner(request.headers)
+        entry = self.responses.get(request.path_params["id"], owner)
+        if entry is None or entry.response is None:
+            raise _no_response(request.path_params["id"])
+        return Response(entry.response, media_type="application/json")
+
+    async def delete_response(self, request: Request) -> Response:
+        owner = self.keys.owner(request.headers)
+        response_id = request.path_params["id"]
+        if not self.responses.delete(response_id, owner):
+            raise _no_response(response_id)
+        return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
+
+    async def responses_upgrade(self, request: Request) -> ASGIApp:
+        """GET /v1/responses: a WebSocket upgrade (Codex tries one) is refused with 426, so the client
+        speaks HTTP; anything else passes through."""
+        if request.headers.get("upgrade", "").lower() == "websocket":
+            raise GatewayError(426, "WebSocket is not served here: use HTTP POST /v1/responses")
+        return await self.passthrough(request)
 
     async def passthrough(self, request: Request) -> ASGIApp:
         self.keys.owner(request.headers)
@@ -197,18 +232,41 @@ class Gateway:
         return self.sessions.describe(program, [e.name for e in self.pool.upstreams])
 
 
-def _guard(handler: Handler) -> Handler:
-    """Map domain errors to HTTP answers (GatewayError as is; unknown program -> 404)."""
+def _no_response(response_id: str) -> GatewayError:
+    return GatewayError(404, f"Response with id '{response_id:.200}' not found.")
+
+
+class _RefuseWebSocket:
+    """A WebSocket handshake on /v1/responses: 426 where the server can answer it over HTTP (the ASGI
+    denial-response extension), else the handshake is closed."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _refuse_websocket(scope, send)
+
+
+async def _refuse_websocket(scope: Scope, send: Send) -> None:
+    if "websocket.http.response" in (scope.get("extensions") or {}):
+        body = GatewayError(426, "WebSocket is not served here: use HTTP POST /v1/responses").response()
+        await send({"type": "websocket.http.response.start", "status": 426,
+                    "headers": [(b"content-type", b"application/json"), (b"upgrade", b"HTTP/1.1")]})
+        await send({"type": "websocket.http.response.body", "body": body.body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
+
+
+def _guard(handler: Handler, shape: str = "openai") -> Handler:
+    """Map domain errors to HTTP answers in the route's error `shape` (GatewayError as is; unknown
+    program -> 404)."""
 
     async def wrapped(request: Request) -> ASGIApp:
         try:
             return await handler(request)
         except GatewayError as exc:
-            return exc.response()
+            return exc.shaped(shape).response()
         except UnknownProgram as exc:
-            return GatewayError(404, str(exc)).response()
+            return GatewayError(404, str(exc), shape=shape).response()
         except ValueError as exc:  # invalid ids and values rejected by the process table
-            return GatewayError(400, str(exc)).response()
+            return GatewayError(400, str(exc), shape=shape).response()
 
     return wrapped
 
@@ -221,7 +279,12 @@ def create_app(config: GatewayConfig, ray_engines: EngineFleet | None = None,
     (autellix.deploy.program_store)."""
     gw = Gateway(config, ray_engines, shared)
     routes = [
-        *(Route(api.path, _guard(gw.calls(api)), methods=["POST"]) for api in WIRE_FORMATS),
+        *(Route(api.path, _guard(gw.calls(api), api.errors), methods=["POST"]) for api in gw.apis),
+        Route("/v1/messages/count_tokens", _guard(gw.count_tokens, "anthropic"), methods=["POST"]),
+        Route("/v1/responses", _guard(gw.responses_upgrade), methods=["GET"]),
+        WebSocketRoute("/v1/responses", _RefuseWebSocket()),
+        Route("/v1/responses/{id}", _guard(gw.get_response), methods=["GET"]),
+        Route("/v1/responses/{id}", _guard(gw.delete_response), methods=["DELETE"]),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
         Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),

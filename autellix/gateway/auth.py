@@ -1,4 +1,5 @@
-"""Optional API keys (`Authorization: Bearer KEY`) and program ownership.
+"""Optional API keys (`Authorization: Bearer KEY`, or `x-api-key: KEY` as Anthropic clients send it) and
+program ownership.
 
 A caller's *owner* is a short fingerprint of its key (never the key itself), or None when the gateway
 runs without keys. Sessions record the owner of each program; a program is invisible to every other
@@ -36,8 +37,11 @@ class KeyChecker:
             return None
         header = headers.get("authorization", "")
         scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            raise GatewayError(401, "missing API key: send `Authorization: Bearer <key>`")
+        if scheme.lower() != "bearer" or not key.strip():
+            key = headers.get("x-api-key", "")
+        if not key.strip():
+            raise GatewayError(401, "missing API key: send `Authorization: Bearer <key>` or "
+                                    "`x-api-key: <key>`")
         key = key.strip()
         fp = fingerprint(key)
         known = self._keys.get(fp)

@@ -48,6 +48,13 @@ class GatewayConfig:
     """OpenAI's `user` body field names the program (off: one user may run many programs at once)."""
     max_body_bytes: int = 32 << 20
     """Largest request body accepted (413 past it)."""
+    model_aliases: tuple[tuple[str, str], ...] = ()
+    """(pattern, served model): a call whose `model` matches the pattern (fnmatch: `claude-*`, `*`) is
+    sent with the served model instead; first match wins. For clients that send their own model ids."""
+    responses_max_bytes: int = 256 << 20
+    """Responses API: the most the stored responses may take (autellix.gateway.response_store)."""
+    responses_ttl: float = 3600.0
+    """Responses API: seconds a stored response is kept after its last use."""
     max_connections: int = 2048
     upstream_keepalive: float = 3.0
     """Seconds an idle engine connection may be reused. Below vLLM's own idle limit (5 s,
@@ -67,10 +74,15 @@ class GatewayConfig:
         if self.long_prompt < 0:
             raise ValueError(f"long_prompt: must be >= 0, got {self.long_prompt}")
         for name in ("chars_per_token", "health_interval", "health_timeout", "connect_timeout",
-                     "upstream_keepalive"):
+                     "upstream_keepalive", "responses_ttl"):
             value = getattr(self, name)
             if not (value > 0 and math.isfinite(value)):
                 raise ValueError(f"{name}: must be a positive number, got {value}")
+        for pattern, model in self.model_aliases:
+            if not pattern or not model:
+                raise ValueError(f"model_aliases: need PATTERN=MODEL, got {pattern!r}={model!r}")
+        if self.responses_max_bytes < 1 or not self.responses_ttl > 0:
+            raise ValueError("responses_max_bytes and responses_ttl: must be positive")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes: must be >= 1, got {self.max_body_bytes}")
         if self.metrics_interval < 0:

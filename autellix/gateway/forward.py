@@ -30,7 +30,7 @@ from autellix.gateway.upstreams import NoHealthyEngine, Upstream, UpstreamPool
 
 _DROP_REQUEST = frozenset({
     "host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade",
-    "proxy-authorization", "proxy-connection", "authorization", "accept-encoding",
+    "proxy-authorization", "proxy-connection", "authorization", "x-api-key", "accept-encoding",
     "x-program-id", "x-thread-id", "x-session-id"})
 _DROP_RESPONSE = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
                             b"date", b"server"})

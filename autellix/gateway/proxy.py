@@ -1,20 +1,28 @@
 """Forwarding calls to engines: program context in, usage out.
 
 Life of a call (each step in one module, each payload parsed once): read the body (413 past
-`max_body_bytes`) and parse it (400 if malformed: autellix.gateway.bodies) -> its identity
+`max_body_bytes`) and parse it (400 if malformed: autellix.gateway.bodies) -> its model alias applied
+(`alias_model`) -> what it continues, for a stateful API (the Responses API's `previous_response_id`:
+404 when unknown; its input expanded to the whole history) -> its identity
 (autellix.gateway.identity: named, else inferred from the conversation; 400 for an unreadable message
 list) -> `Sessions.begin_call` (404 for another owner's program) -> the body for the engine, with
 usage requested and the program context added (the call's wire format: autellix.gateway.api) -> an
 engine picked by the balancer, sent, retried elsewhere only if it was never reached
 (autellix.gateway.forward) -> the answer read once, or its stream relayed (autellix.gateway.streaming)
--> the call charged and its reply remembered (autellix.gateway.flight).
+-> the call charged and its reply remembered (autellix.gateway.flight), and what a stateful API keeps
+of a successful answer kept (WireFormat.begin's Turn).
 
 Invariant: every call that `begin_call` opened is finished exactly once (`Flight.finish`), and every
 inferred identity is settled exactly once, whatever path the call takes. Engine error answers (4xx, 5xx)
-pass through unchanged; see autellix.gateway.forward for failures to reach an engine.
+pass through unchanged, except into the route's API error shape where the engine used another
+(WireFormat.engine_error); see autellix.gateway.forward for failures to reach an engine.
 """
 
 from __future__ import annotations
+
+import json
+from fnmatch import fnmatchcase
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -43,11 +51,22 @@ def program_xargs(call: Call) -> dict[str, str | float]:
     return to_xargs(call.program_id, call.thread, call.start_service, call.start_wait)
 
 
+def alias_model(body: dict[str, Any], aliases: tuple[tuple[str, str], ...]) -> None:
+    """Replace `body["model"]` by the served model of the first alias pattern it matches (fnmatch)."""
+    model = body.get("model")
+    if isinstance(model, str):
+        for pattern, served in aliases:
+            if fnmatchcase(model, pattern):
+                body["model"] = served
+                return
+
+
 class Proxy:
     """Calls (with program context) and pass-through requests, from the client to an engine and back."""
 
     def __init__(self, pool: UpstreamPool, sessions: Sessions, metrics: GatewayMetrics,
-                 identifier: Identifier, chars_per_token: float, max_body_bytes: int = 32 << 20) -> None:
+                 identifier: Identifier, chars_per_token: float, max_body_bytes: int = 32 << 20,
+                 aliases: tuple[tuple[str, str], ...] = ()) -> None:
         self.pool = pool
         self.sessions = sessions
         self.metrics = metrics
@@ -55,11 +74,15 @@ class Proxy:
         self.forwarder = Forwarder(pool)
         self.chars_per_token = chars_per_token
         self.max_body_bytes = max_body_bytes
+        self.aliases = aliases
 
     async def call(self, request: Request, owner: Owner, api: WireFormat) -> Response | RelayStream:
         """A call of `api` (POST at its path; see the module doc)."""
         body = parse_json_object(await read_body(request, self.max_body_bytes))
-        identity = self.identifier.identify(request.headers, body, owner, api)
+        alias_model(body, self.aliases)
+        turn = api.begin(body, owner)
+        identity = self.identifier.identify(request.headers, body, owner, api,
+                                            turn.chained if turn is not None else None)
         try:
             await self.sessions.pull(identity.program_id, owner)
             call = self.sessions.begin_call(identity, owner, api.prompt_tokens(body, self.chars_per_token))
@@ -77,15 +100,19 @@ class Proxy:
             flight.finish(None)
             raise
         collect = identity.inference is not None
-        headers = client_headers(resp, upstream, None if call.program.ephemeral else call.program_id)
+        program_id = None if call.program.ephemeral else call.program_id
+        headers = client_headers(resp, upstream, program_id)
         if payload is not None:  # a complete answer (not a successful stream)
             if resp.status == 200:
                 answer = api.read_answer(payload, collect)
                 flight.replies = answer.replies
                 flight.finish(answer.usage)
+                if turn is not None:
+                    turn.answered(answer.record, program_id, call.thread)
             else:
                 self.metrics.call_failed(upstream.name, resp.status)
                 flight.finish(None)
+                payload = api.engine_error(resp.status, payload)
             return _raw_response(payload, resp.status, headers)
         reader = api.stream_reader(collect)
 
@@ -100,9 +127,26 @@ class Proxy:
             if result.ended and result.error is None:
                 flight.replies = reader.replies()
             flight.finish(usage, step)
+            if result.ended and result.error is None and turn is not None:
+                turn.answered(reader.record, program_id, call.thread)
 
         return RelayStream(resp, headers, reader, strip_usage=not prepared.wants_usage, on_done=done,
-                           on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc))
+                           on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc)
+                           .shaped(api.errors))
+
+    async def uncounted(self, request: Request, api: WireFormat) -> Response:
+        """A request of `api`'s that is no call (POST /v1/messages/count_tokens): its model alias
+        applied, sent to the least-used healthy engine, its errors in the API's shape."""
+        body = parse_json_object(await read_body(request, self.max_body_bytes))
+        alias_model(body, self.aliases)
+        content = json.dumps(body, separators=(",", ":")).encode()
+        upstream, (resp, payload) = await self.forwarder.send(
+            request, request.url.path, content, upstream_headers(request, json_body=True),
+            pick=self.pool.pick_any, attempt=Unaccounted(), relay=lambda status: False)
+        assert payload is not None
+        if resp.status != 200:
+            payload = api.engine_error(resp.status, payload)
+        return _raw_response(payload, resp.status, client_headers(resp, upstream, None))
 
     async def passthrough(self, request: Request) -> RelayStream:
         """Any other route: forwarded untouched to the least-used healthy engine."""

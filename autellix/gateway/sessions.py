@@ -66,6 +66,8 @@ class Sessions:
         self.owners: dict[str, Owner] = {}
         self.sources: dict[str, str] = {}
         """program id -> how the gateway first recognised it (created, header, body, session)."""
+        self.parents: dict[str, dict[str, str]] = {}
+        """program id -> {thread: the thread that started it} (subagents, as their clients name them)."""
         self.on_end = on_end
         self.clock = clock
         # Monotonic -> wall clock, for timestamps shown to clients.
@@ -143,6 +145,7 @@ class Sessions:
 
     def _ended(self, program: Program, how: str) -> None:
         self.sources.pop(program.program_id, None)
+        self.parents.pop(program.program_id, None)
         if self.on_end is not None:
             self.on_end(program, how)
 
@@ -158,6 +161,8 @@ class Sessions:
         self.owners.setdefault(call.program.program_id, owner)
         if not call.program.ephemeral:
             self.sources.setdefault(call.program.program_id, identity.source)
+            if identity.parent is not None and identity.parent != call.thread:
+                self.parents.setdefault(call.program.program_id, {})[call.thread] = identity.parent
         return call
 
     def finish_call(self, call: Call, usage: Usage | None, wait_steps: float) -> None:
@@ -201,6 +206,7 @@ class Sessions:
             "level": self.policy.level_of(program.service),
             "engine": None if program.engine is None else engine_names[program.engine],
             "threads": sorted(program.threads),
+            "thread_parents": dict(sorted(self.parents.get(program.program_id, {}).items())),
             "completed_calls": program.completed_calls,
             "active_calls": [
                 {"id": c.call_id, "thread": c.thread, "start_service": c.start_service,

@@ -8,8 +8,9 @@ drops its connection, and vLLM aborts a request whose connection is gone: no lea
 
 SSE handling: events are split on blank lines and each is handed once to the call's StreamReader (its
 wire format's: autellix.gateway.api), which records usage (and replies, when collected) and says what
-the event is: content (forwarded and timed), usage only (stripped when the client did not ask for usage
-itself) or the end of the stream. Without a reader (pass-through) bytes are relayed as they come.
+the event is: content (forwarded and timed), framing (forwarded), usage only (stripped when the client
+did not ask for usage itself) or the end of the stream. Without a reader (pass-through) bytes are
+relayed as they come.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class StreamResult:
     t_last: float = 0.0
     disconnected: bool = False
     error: GatewayError | None = None
-    ended: bool = False  # the engine sent [DONE] (its connection may stay open a little longer)
+    ended: bool = False  # the engine ended the stream ([DONE]; its connection may stay open a little longer)
 
 
 async def wait_disconnect(receive: Receive) -> None:
@@ -125,6 +126,9 @@ class RelayStream:
             if not event:
                 continue
             kind = self.reader.event(event)
+            if kind is Event.FRAME:
+                kept.append(event)
+                continue
             if kind is Event.USAGE:
                 if not self.strip_usage:
                     kept.append(event)

@@ -9,6 +9,9 @@ Behaviour, chosen per request:
 - FakeEngine.token_delay seconds between streamed tokens (and per token before a non-stream answer).
 - FakeEngine.linger seconds a stream stays open after its [DONE] event (a slow connection close).
 Every request body is recorded in `requests`; cancelled calls (client went away) are counted.
+The Anthropic Messages API (/v1/messages, count_tokens) and the OpenAI Responses API (/v1/responses)
+answer in their own shapes (fake_apis.py), statelessly: a `previous_response_id` reaching it is a 404,
+as on a vLLM engine that never saw that response.
 
 Run standalone (for tests that kill the engine process):  python fake_engine.py --port PORT
 """
@@ -25,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import fake_apis
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,7 +61,28 @@ class FakeEngine:
             Route("/v1/chat/completions", self.generate, methods=["POST"]),
             Route("/v1/completions", self.generate, methods=["POST"]),
             Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/v1/messages", self.messages, methods=["POST"]),
+            Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"]),
+            Route("/v1/responses", self.responses, methods=["POST"]),
         ])
+
+    async def messages(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        self.completed += 1
+        return fake_apis.messages_answer(body, self.name)
+
+    async def count_tokens(self, request: Request) -> Response:
+        body = await request.json()
+        return JSONResponse({"input_tokens": len(json.dumps(body.get("messages"))) // 4})
+
+    async def responses(self, request: Request) -> Response:
+        body = await request.json()
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        self.completed += 1
+        return fake_apis.responses_answer(body, self.name)
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200 if self.healthy else 503)

@@ -1,7 +1,8 @@
 """The seam between the gateway and an API's wire format: what the gateway needs from each API it
 serves (chat completions, text completions; later the Anthropic Messages API, the OpenAI Responses API).
 
-A WireFormat is stateless and shared by all calls; a StreamReader lives for one streamed answer. The
+A WireFormat is shared by all calls of one gateway (stateless, except the Responses API's store of the
+answers it served); a StreamReader lives for one streamed answer, a Turn for one call. The
 gateway itself never looks inside a body or a payload: it parses a request body once (a JSON object,
 autellix.gateway.bodies) and hands it to its WireFormat, which reads what the gateway needs from it and
 from the engine's answer.
@@ -12,7 +13,9 @@ Invariants every WireFormat keeps:
 - `prepare` is the only change to the client's body before it goes to the engine: it asks the engine
   for usage (so the call can be charged) and adds the program context (`vllm_xargs`).
 - Replies are returned in the shape a client sends them back in its next call (the conversation index,
-  autellix.gateway.conversations, matches them): chat messages for chat APIs, strings for text ones.
+  autellix.gateway.conversations, matches them): chat messages for chat APIs (other APIs' messages are
+  normalised to chat messages by their module), strings for text ones.
+- Errors the gateway answers itself on an API's route are in that API's shape (`errors`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Answer:
     usage: Usage | None = None
     replies: list[Any] = field(default_factory=list)
     """Only collected when asked for (programs inferred from their conversation)."""
+    record: Any = None
+    """What a stateful API keeps of a successful answer (the Responses API: its response object)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,13 +73,18 @@ class Event(enum.Enum):
     USAGE = "usage"
     """An event carrying only usage: forwarded only when the client asked for usage."""
     DONE = "done"
-    """The end of the stream (OpenAI's `data: [DONE]`)."""
+    """The end of the stream (OpenAI's `data: [DONE]`, Anthropic's `message_stop`, the Responses API's
+    `response.completed`): forwarded, after the call is charged."""
+    FRAME = "frame"
+    """A framing event (a message or block starting or stopping, a ping): forwarded, not timed."""
 
 
 class StreamReader(ABC):
     """Reads one streamed answer, event by event (one event: the bytes between blank lines)."""
 
     usage: Usage | None = None
+    record: Any = None
+    """As Answer.record, once the stream has ended well."""
 
     @abstractmethod
     def event(self, event: bytes) -> Event:
@@ -85,11 +95,33 @@ class StreamReader(ABC):
         """The replies of the stream so far (empty unless collecting)."""
 
 
+class Turn(ABC):
+    """One call of a stateful API (the Responses API): what it continues, and what it leaves."""
+
+    chained: tuple[str, str] | None = None
+    """(program, thread) of the answer the call continues (`previous_response_id`): an identity source."""
+
+    @abstractmethod
+    def answered(self, record: Any, program_id: str | None, thread: str) -> None:
+        """The call succeeded with `record` (Answer.record): keep what later calls may continue."""
+
+
 class WireFormat(ABC):
     """One API's request and answer format (see the module doc for the invariants)."""
 
     path: ClassVar[str]
     """The route it serves, e.g. "/v1/chat/completions" (the engine serves the same path)."""
+    errors: ClassVar[str] = "openai"
+    """The shape of errors on its route (autellix.gateway.errors.SHAPES)."""
+
+    def begin(self, body: dict[str, Any], owner: str | None) -> Turn | None:
+        """Before identity: a stateful API resolves what the call continues (and may rewrite `body`, e.g.
+        expand a stored history); raises GatewayError (404: unknown id). Stateless APIs: None."""
+        return None
+
+    def engine_error(self, status: int, payload: bytes) -> bytes:
+        """An engine's error answer on this route, in the API's error shape (as is by default)."""
+        return payload
 
     @abstractmethod
     def infer(self, index: ConversationIndex, owner: str | None, body: dict[str, Any]) -> Inference | None:

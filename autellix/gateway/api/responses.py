@@ -1,0 +1,259 @@
+"""The OpenAI Responses API (POST /v1/responses: Codex, the OpenAI Agents SDK's default model; vLLM
+serves it), with its state owned by the gateway (autellix.gateway.response_store).
+
+State: a call with `previous_response_id` continues a response this gateway served to the same owner
+(else 404 in OpenAI's shape); the gateway replaces that field by the whole history (the stored chain's
+items, then the call's own input), so engines get stateless requests and any engine can take any turn.
+A successful answer is stored unless the call says `store: false`. The engine's response object is
+relayed as it is (its `previous_response_id` is null: the engine never saw one).
+
+Conversation (for the conversation index, normalised to chat messages by `to_chat`): `instructions` is
+a system message; a string `input` is one user message; input items: a `message` item (role, its text
+parts joined) is a message; consecutive assistant-side items (assistant messages, `*_call` items,
+reasoning ignored) are one assistant message whose tool calls are the calls' `call_id`s and names, as
+an answer's output items are its one reply; a `*_call_output` item is a tool message. Items that are
+not objects, and text parts that are not strings, are MalformedMessages (400).
+
+Usage: `input_tokens`, `output_tokens`, `input_tokens_details.cached_tokens`. Streams: `event:` /
+`data:` events; `*.delta` events are content; `response.completed` (or `.incomplete`, `.failed`)
+carries the whole response, usage included, and ends the stream; every other event is framing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autellix.gateway.api.base import (
+    Answer,
+    Event,
+    Prepared,
+    StreamReader,
+    Turn,
+    Usage,
+    WireFormat,
+    json_or_none,
+)
+from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages, branch_thread
+from autellix.gateway.errors import GatewayError
+from autellix.gateway.response_store import ResponseStore, Stored
+
+_TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
+_KEPT = frozenset({"completed", "incomplete"})
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def parse_usage(usage: object) -> Usage | None:
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(_count(usage.get("input_tokens")), _count(usage.get("output_tokens")), cached)
+
+
+def _text(content: object, where: str) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise MalformedMessages(f"{where}: must be a string or a list of content parts")
+    texts = []
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise MalformedMessages(f"{where}[{j}]: must be an object with a string `type`")
+        kind = part["type"]
+        if kind in _TEXT_PARTS or kind == "refusal":
+            text = part.get("refusal" if kind == "refusal" else "text")
+            if not isinstance(text, str):
+                raise MalformedMessages(f"{where}[{j}].text: must be a string")
+            texts.append(text)
+        else:
+            ref = part.get("image_url") or part.get("file_id") or part.get("file_url") or ""
+            texts.append(f"[{kind}:{ref if isinstance(ref, str) else ''}]")
+    return "".join(texts)
+
+
+def items_to_chat(items: list[Any], where: str = "input") -> list[dict[str, Any]]:
+    """Input or output items as chat messages (module doc); raises MalformedMessages."""
+    out: list[dict[str, Any]] = []
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if texts or calls:
+            out.append({"role": "assistant", "content": "".join(texts), "tool_calls": list(calls)})
+            texts.clear()
+            calls.clear()
+
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict):
+            raise MalformedMessages(f"{at}: must be an object, got {type(item).__name__}")
+        kind = item.get("type", "message")
+        if not isinstance(kind, str):
+            raise MalformedMessages(f"{at}.type: must be a string")
+        if kind == "reasoning":
+            continue
+        if kind == "message":
+            role = item.get("role")
+            if not isinstance(role, str) or not role:
+                raise MalformedMessages(f"{at}.role: must be a non-empty string")
+            if role == "assistant":
+                texts.append(_text(item.get("content"), f"{at}.content"))
+                continue
+            flush()
+            out.append({"role": role, "content": _text(item.get("content"), f"{at}.content")})
+        elif kind.endswith("_call"):
+            calls.append({"id": str(item.get("call_id") or item.get("id") or ""),
+                          "function": {"name": str(item.get("name") or kind)}})
+        elif kind.endswith("_call_output"):
+            flush()
+            output = item.get("output")
+            text = output if isinstance(output, str) else _text(output, f"{at}.output") \
+                if isinstance(output, list) else json.dumps(output, sort_keys=True, default=str)
+            out.append({"role": "tool", "content": text, "tool_call_id": str(item.get("call_id", ""))})
+        else:
+            flush()
+            out.append({"role": kind, "content": str(item.get("id") or "")})
+    flush()
+    return out
+
+
+def input_items(value: object) -> list[Any]:
+    """A request's `input` as a list of items (a string is one user message); 400 otherwise."""
+    if isinstance(value, str):
+        return [{"type": "message", "role": "user", "content": value}]
+    if isinstance(value, list):
+        return value
+    raise GatewayError(400, "input: must be a string or a list of input items", param="input")
+
+
+def _chars(value: object) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_chars(value.get(k)) for k in ("text", "content", "output", "arguments"))
+    return 0
+
+
+class ResponsesTurn(Turn):
+    """One Responses call: the stored response it continues, and whether its answer is kept."""
+
+    def __init__(self, store: ResponseStore, owner: str | None, parent: Stored | None, own: list[Any],
+                 keep: bool) -> None:
+        self.store, self.owner, self.parent, self.own, self.keep = store, owner, parent, own, keep
+        if parent is not None and parent.program_id is not None:
+            k = parent.claims
+            parent.claims += 1
+            self.chained = (parent.program_id, parent.thread if k == 0 else branch_thread(parent.thread, k))
+
+    def answered(self, record: Any, program_id: str | None, thread: str) -> None:
+        if not self.keep or not isinstance(record, tuple):
+            return
+        response, raw = record
+        rid, output = response.get("id"), response.get("output")
+        if isinstance(rid, str) and isinstance(output, list) and response.get("status") in _KEPT:
+            self.store.put(rid, self.owner, self.parent, [*self.own, *output], raw, program_id, thread)
+
+
+class ResponsesStream(StreamReader):
+    """One streamed answer; only the event that ends it (the whole response) is parsed."""
+
+    def __init__(self, collect: bool) -> None:
+        self.usage: Usage | None = None
+        self.collect = collect
+        self._replies: list[Any] = []
+
+    def event(self, event: bytes) -> Event:
+        start = event.find(b"data:")
+        if start < 0:
+            return Event.FRAME
+        head = event[:start] if start else event[:80]
+        if b".delta" in head:
+            return Event.CONTENT
+        if b"response.completed" in head or b"response.incomplete" in head or b"response.failed" in head:
+            data = json_or_none(event[start + 5:])
+            response = data.get("response") if isinstance(data, dict) else None
+            if isinstance(response, dict):
+                self.usage = parse_usage(response.get("usage")) or self.usage
+                self.record = (response, json.dumps(response, separators=(",", ":")).encode())
+                if self.collect and isinstance(response.get("output"), list):
+                    self._replies = _replies(response["output"])
+            return Event.DONE
+        if b"error" in head:
+            return Event.CONTENT
+        return Event.FRAME
+
+    def replies(self) -> list[Any]:
+        return self._replies
+
+
+def _replies(output: list[Any]) -> list[Any]:
+    try:
+        return items_to_chat(output, "output")[:1]
+    except MalformedMessages:
+        return []
+
+
+class Responses(WireFormat):
+    path = "/v1/responses"
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+
+    def begin(self, body: dict[str, Any], owner: str | None) -> ResponsesTurn | None:
+        """Expands a `previous_response_id` call's input to the whole history (404: unknown id)."""
+        previous = body.pop("previous_response_id", None)
+        keep = body.get("store") is not False
+        if previous is None and not keep:
+            return None
+        if previous is not None and (not isinstance(previous, str) or not previous):
+            raise GatewayError(400, "previous_response_id: must be a non-empty string",
+                               param="previous_response_id")
+        own = input_items(body.get("input"))
+        parent = None
+        if previous is not None:
+            parent = self.store.get(previous, owner)
+            if parent is None:
+                raise GatewayError(404, f"Previous response with id '{previous:.200}' not found.",
+                                   param="previous_response_id")
+            body["input"] = parent.history() + own
+        return ResponsesTurn(self.store, owner, parent, own, keep)
+
+    def infer(self, index: ConversationIndex, owner: str | None, body: dict[str, Any]) -> Inference:
+        messages = []
+        instructions = body.get("instructions")
+        if isinstance(instructions, str) and instructions:
+            messages.append({"role": "system", "content": instructions})
+        value = body.get("input")
+        if not isinstance(value, (str, list)):
+            raise MalformedMessages("input: must be a string or a list of input items")
+        messages += items_to_chat(input_items(value))
+        return index.infer_chat(owner, messages)
+
+    def prompt_tokens(self, body: dict[str, Any], chars_per_token: float) -> int:
+        """Characters of the instructions and input texts / chars_per_token, plus 4 per item."""
+        value = body.get("input")
+        n = len(value) if isinstance(value, list) else 1
+        return int((_chars(body.get("instructions")) + _chars(value)) / chars_per_token) + 4 * n
+
+    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
+        if context:
+            xargs = body.get("vllm_xargs")
+            body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
+        return Prepared(json.dumps(body, separators=(",", ":")).encode(), body.get("stream") is True, True)
+
+    def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
+        data = json_or_none(payload)
+        if not isinstance(data, dict):
+            return Answer()
+        output = data.get("output")
+        replies = _replies(output) if collect_replies and isinstance(output, list) else []
+        return Answer(parse_usage(data.get("usage")), replies, (data, payload))
+
+    def stream_reader(self, collect_replies: bool) -> ResponsesStream:
+        return ResponsesStream(collect_replies)
