@@ -19,15 +19,18 @@ distributions fitted on them (agent_fit.py) and shifted to other fleets' publish
 - `agent-mix`: one fleet with the three presets in equal shares (drawn per program).
 
 Subagents (blocking): the subagent is its own thread; its first call's prompt extends the parent's
-history (prefix_call = the parent's call before the fork; new tokens = its task) and it runs a chain of
-turns with the same cumulative history. The parent's next call depends on the subagent's last call and
-extends the parent's own history (prefix_call = its call before the fork) with the subagent's last output
-(its result) plus a new observation. ProgramSpec's invariants hold unchanged: every thread is a chain, and
-the parent's previous call is a transitive dependency of both (through the subagent's chain).
+history (prefix_call = the parent's call before the fork; its new tokens, the task, are one per-turn
+draw) and it runs a chain of turns with the same cumulative history. The parent's next call depends on
+the subagent's last call and extends the parent's own history (prefix_call = its call before the fork)
+with the subagent's last output (its result) plus a new observation. ProgramSpec's invariants hold
+unchanged: every thread is a chain, and the parent's previous call is a transitive dependency of both
+(through the subagent's chain).
 
 Peak working set (`peak_history_tokens`): one thread runs at a time and every subagent's history extends
 the parent's, so the blocks a session needs at once are the largest call's prompt + output. The fleet's
-`working_set_fit` uses the last call's, which misses a subagent that ends above the parent's final history.
+`working_set_fit` uses the last call's, which misses a subagent that ends above the parent's final history
+(29% of agent-long's sessions; such a peak may pass the 200k window, as the subagent adds its own turns to
+the forked history).
 
 Seeded like every workload (sampling.rngs): the same seed gives the same programs, and across rates the
 same programs with arrival times scaled by 1/rate.
