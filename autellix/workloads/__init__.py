@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
-from autellix.workloads import chat, coding, mixed, mooncake, react, tree_search
+from autellix.workloads import agent_family, chat, coding, mixed, mooncake, react, tree_search
 from autellix.workloads.spec import CallSpec, ProgramSpec, scale_program
 
 __all__ = ["WORKLOADS", "CallSpec", "ProgramSpec", "generate", "parse_counts", "program_counts",
@@ -28,6 +28,7 @@ _GENERATORS: dict[str, Callable[[int, float, int], list[ProgramSpec]]] = {
     "tree": tree_search.generate,
     "coding": coding.generate,
     "mixed": mixed.generate,
+    **{name: agent_family.generator(name) for name in agent_family.FAMILY},
 }
 WORKLOADS: frozenset[str] = frozenset(_GENERATORS)
 """Registered workload names: chat, mooncake, mooncake-trace (the trace's own arrival times), react, tree,

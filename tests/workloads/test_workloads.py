@@ -32,7 +32,7 @@ needs_data = pytest.mark.skipif(not HAVE_DATA, reason="shared/data not found bes
 # chat's prompt is the new user text.
 TARGETS = {"chat": (6.66, 256, 277), "react": (10.75, 735, 34), "tree": (159.7, 467, 73)}
 SIZES = {"chat": 3000, "react": 2000, "tree": 3000, "mooncake": 300, "mooncake-trace": 300, "coding": 50,
-         "mixed": 300}
+         "mixed": 300, "agent-swe": 50, "agent-bigturn": 50, "agent-long": 50, "agent-mix": 50}
 
 
 @pytest.fixture(scope="module")
@@ -258,7 +258,8 @@ def test_bad_counts_rates_and_scales_are_rejected(kwargs: dict[str, float]) -> N
 
 
 def test_registry() -> None:
-    assert WORKLOADS == {"chat", "mooncake", "mooncake-trace", "react", "tree", "coding", "mixed"}
+    assert WORKLOADS == {"chat", "mooncake", "mooncake-trace", "react", "tree", "coding", "mixed",
+                         "agent-swe", "agent-bigturn", "agent-long", "agent-mix"}
 
 
 def test_missing_data_dir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
