@@ -141,7 +141,7 @@ class PluginHolds:
         now = time.monotonic()
         for hold in self.policy.expired(now):
             self._give_back(hold)
-        for hold in self.policy.pause(now):
+        for hold in self.policy.pause():
             self._give_back(hold)
 
     def release_one(self) -> bool:

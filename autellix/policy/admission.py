@@ -4,22 +4,25 @@ residency (holds are residency.py's). Pure Python; engines apply its answers (si
 Programs are admitted (made *resident*) per engine. A resident program's working set is its latest
 context, in blocks. Calls of resident programs are never held back.
 - The gate is *in force* only while holds fail: the working sets exceed `admit_high` of the cache and
-  more than THRASH_SHARE of the history that returning programs worth a hold (back within `hold_max_s`)
-  expected to find cached was missing (a running mean over their calls, `observe`). It stays in force
-  until the working sets fall below `admit_low`. Working sets past the cache alone are not enough:
-  without tool pauses (chat's back-to-back turns, or users thinking longer than `hold_max_s`) PLAS
-  already keeps the young, small programs running and lets the old ones wait, which packs the cache
-  better than a FIFO gate (measured in docs/simulator.md, "KV residency").
+  returning programs worth a hold (back within `hold_max_s`) recently found part of the history they
+  expected missing from the GPU: more than THRASH_SHARE of it in a running mean over their calls
+  (`observe`; a block copied back from a host tier counts as missing, since it costs the copy). It stays
+  in force until the working sets fall below `admit_low`. Working sets past the cache alone are not
+  enough: without tool pauses (chat's back-to-back turns, or users thinking longer than `hold_max_s`)
+  PLAS already keeps the young, small programs running and lets the old ones wait, which packs the cache
+  better than a FIFO gate (docs/simulator.md, "KV residency").
 - While in force, a new program is admitted only if the working sets stay under `admit_high` (and, once
   refused, only after they fall below `admit_low`: hysteresis), first come first served. FCFS bounds every
   program's wait at the gate by the programs ahead of it; ordered by level, the steady stream of new,
-  level-0 programs of a saturated fleet would starve paused ones.
+  level-0 programs of a saturated fleet would starve paused ones. The wide hysteresis (0.9 / 0.6 by
+  default) leaves admitted programs room to grow: every pause throws away a program's computed history,
+  so admitting into a gap that growth will close again costs more than the idle room (measured on the
+  agent family, docs/simulator.md).
 - Working sets grow after admission (an agent's history grows every turn), so admission alone
   overshoots: while in force and past `admit_high`, resident programs at a tool boundary (no call in
-  flight here) are *paused*, lowest hold value first (the program expected back last; one without a hold
-  first of all), until the working sets fit: the paused program loses its residency (and its holds) and
-  its next call waits at the gate like a new program's. ThunderAgent's insight, with Autellix's own pause
-  predictions choosing whom.
+  flight here) are *paused*, smallest working set first (the cheapest history to recompute or copy back:
+  ThunderAgent's rule), until the working sets fit: the paused program loses its residency (and its
+  holds) and its next call waits at the gate like a new program's.
 - An engine with nothing to run admits the first waiting program whatever the working sets say.
 - A program leaves when it ends (the gateway says so: DELETE, SDK exit, table TTL; in the simulator, its
   last call).
@@ -30,13 +33,14 @@ the sum of `working`'s values.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from autellix.policy.config import PolicyConfig
 
-THRASH_SHARE = 0.1
-"""The gate comes into force once more than this share of the expected history was missing."""
+THRASH_SHARE = 0.01
+"""The gate comes into force once more than this share of the expected history was missing: in effect
+any recent miss (one whole history missed lifts the running mean to MISS_WEIGHT; ~30 full hits later it
+is back under the threshold)."""
 MISS_WEIGHT = 0.05
 """Weight of each call in the running mean of the missed share (about the last 20 calls)."""
 
@@ -143,13 +147,14 @@ class ProgramGate:
         `admit_high`."""
         return self.total > self.high and self.thrashing()
 
-    def pause(self, value: Callable[[str], float]) -> list[str]:
-        """While `over()`: resident programs at a tool boundary, lowest `value` first, lose residency
-        until the working sets fit; returns them."""
+    def pause(self) -> list[str]:
+        """While `over()`: resident programs at a tool boundary, smallest working set first, lose
+        residency until the working sets fit; returns them."""
         if not self.over():
             return []
         paused = []
-        for pid in sorted((p for p, n in self.inflight.items() if n == 0), key=value):
+        working = self.working
+        for pid in sorted((p for p, n in self.inflight.items() if n == 0), key=working.__getitem__):
             if self.total <= self.high:
                 break
             self.total -= self.working.pop(pid)

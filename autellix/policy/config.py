@@ -88,7 +88,7 @@ class PolicyConfig:
     """Most of the KV cache that holds may keep at once (a share of its blocks)."""
     admit_high: float = 0.9
     """Programs not yet admitted wait once admitted programs' working sets reach this share of the cache."""
-    admit_low: float = 0.8
+    admit_low: float = 0.6
     """... and are let in again once the working sets fall below this share (hysteresis)."""
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Reserved for policy-specific settings; unknown keys are rejected by `from_dict`."""

@@ -226,16 +226,13 @@ class ResidencyPolicy:
 
     # -- programs --------------------------------------------------------------------------------------
 
-    def pause(self, now: float) -> list[Hold]:
-        """Programs the gate pauses now (lowest hold value first: ProgramGate.pause); their holds,
+    def pause(self) -> list[Hold]:
+        """Programs the gate pauses now (smallest working set first: ProgramGate.pause); their holds,
         released, are returned for the engine to give back."""
         if self.gate is None or not self.gate.over():
-            return []  # (the common case, on every engine step: no hold is valued)
-        value: dict[str, float] = {}
-        for hold in self.holds.values():
-            value[hold.program_id] = max(value.get(hold.program_id, 0.0), hold.value(now))
+            return []  # (the common case, on every engine step)
         released: list[Hold] = []
-        for pid in self.gate.pause(lambda pid: value.get(pid, 0.0)):
+        for pid in self.gate.pause():
             released += self.drop(pid)
         return released
 

@@ -193,9 +193,14 @@ class Cluster:
                      None if p is None else run.sims[p])
         run.sims[i] = sc
         engine.receive(sc)
-        state = self.state[index]
+        self._replan(engine, now)
+
+    def _replan(self, engine: SimEngine, now: float) -> None:
+        """Something the engine plans with changed at `now`: it plans at the end of the step in progress
+        (or now, idle), as stepping one step at a time would."""
+        state = self.state[engine.index]
         if state == IDLE:
-            self.state[index] = PLANNING
+            self.state[engine.index] = PLANNING
             self._push(now, PLAN, engine, None)
         elif state == BUSY and engine.truncate(now):
             self._push(engine.span_end, BOUNDARY, engine, engine.version)
@@ -216,7 +221,8 @@ class Cluster:
             self.table.end(run.program_id)
             calls = [c for c in run.sims if c is not None]
             for engine in self.engines:
-                engine.end_program(run.program_id, calls)
+                if engine.end_program(run.program_id, calls) and engine is not self.engines[sc.engine]:
+                    self._replan(engine, now)  # its gate may let a waiting program in now
                 if not self.shared:
                     engine.table.programs.pop(run.program_id, None)
             if self.gate is not None:

@@ -143,10 +143,10 @@ class SimEngine(RunningCalls):
         available."""
         return self.holding.free(need, self.now, keep) if self.holding is not None else 0
 
-    def end_program(self, program_id: str, calls: Iterable[SimCall]) -> None:
-        """The gateway says the program ended (its last call finished; `calls`: its records)."""
-        if self.holding is not None:
-            self.holding.end(program_id, calls)
+    def end_program(self, program_id: str, calls: Iterable[SimCall]) -> bool:
+        """The gateway says the program ended (its last call finished; `calls`: its records). True when
+        that freed blocks or gate room here, so a waiting call may now be admitted."""
+        return self.holding is not None and self.holding.end(program_id, calls)
 
     def _relieve_pressure(self) -> None:
         """While this step's decodes lack KV blocks: release holds, then preempt the lowest-priority

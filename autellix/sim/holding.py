@@ -74,7 +74,7 @@ class EngineHolding:
         """Expired holds go; programs over the working-set limit at a tool boundary are paused."""
         for hold in self.policy.expired(now):
             self._unhold(hold)
-        for hold in self.policy.pause(now):
+        for hold in self.policy.pause():
             self._unhold(hold)
 
     def admitted(self, sc: SimCall, hit: int) -> None:
@@ -123,13 +123,17 @@ class EngineHolding:
         self.policy.note_pressure(released)
         return kv.available() - before
 
-    def end(self, program_id: str, calls: Iterable[SimCall]) -> None:
-        """The program ended (`calls`: its records): its holds go, and its cached history is evicted
-        first."""
-        for hold in self.policy.end(program_id):
+    def end(self, program_id: str, calls: Iterable[SimCall]) -> bool:
+        """The program ended (`calls`: its records): its holds go, it leaves the gate, and its cached
+        history is evicted first. True when that freed held blocks or gate room."""
+        gate = self.policy.gate
+        resident = gate is not None and gate.admitted(program_id)
+        holds = self.policy.end(program_id)
+        for hold in holds:
             self._unhold(hold)
         if self.demote_ended:
             self.kv.demote(calls)
+        return bool(holds) or resident
 
     def holders(self) -> Collection[str]:
         """Programs whose holds give way to memory pressure (none when holds are hard pins)."""

@@ -95,8 +95,8 @@ class RunningCalls:
             self._push_event(sc)
             return
         hit, copied = self.res.load_fresh(sc)  # a resumed call recomputes its prompt and output so far
-        if self.holding is not None:
-            self.holding.admitted(sc, hit)
+        if self.holding is not None:  # history copied back from the host tier was missed on the GPU
+            self.holding.admitted(sc, hit - copied * self.res.block)
         if copied:
             self._swap_in += copied
             self.stats.offload_in_blocks += copied

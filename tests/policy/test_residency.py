@@ -113,22 +113,22 @@ def test_an_idle_engine_lets_the_first_waiting_program_in():
     assert not r.gate.admit("b", 10) and r.gate.admit("b", 10, idle=True)
 
 
-def test_past_high_water_programs_at_a_tool_boundary_are_paused_lowest_value_first():
+def test_past_high_water_programs_at_a_tool_boundary_are_paused_smallest_first():
     r = ResidencyPolicy(CONFIG, 100)
     gate = r.gate
     for pid in ("busy", "x", "y"):
         assert gate.admit(pid, 25)
     fail_holds(r, "busy")
     gate.started("busy")  # a call in flight: never paused
-    r.finished("x", "kx", 25, 3200, now=100.0)  # x back soon: a valuable hold
+    r.finished("y", "ky", 25, 3200, now=100.0)  # y back soon: a valuable hold, but no say in the order
     gate.grow("busy", 40)
-    assert r.pause(now=100.5) == []  # 25 + 40 + 25 = 90: fits
-    gate.grow("y", 35)  # 100 > 90; y has no hold: value 0, paused first
-    assert r.pause(now=100.5) == [] and not gate.admitted("y") and gate.admitted("x")
-    assert gate.total == 65 and r.counters.programs_paused == 1
-    gate.grow("busy", 70)  # 95 > 90: x is the only one at a tool boundary; its hold goes with it
-    assert [h.key for h in r.pause(now=100.6)] == ["kx"] and not gate.admitted("x")
-    assert r.pause(now=100.7) == [] and gate.admitted("busy")  # 70: fits
+    assert r.pause() == []  # 40 + 25 + 25 = 90: fits
+    gate.grow("y", 35)  # 100 > 90: x is the smallest at a tool boundary (25 < 35), so x goes
+    assert r.pause() == [] and not gate.admitted("x") and gate.admitted("y")
+    assert gate.total == 75 and r.counters.programs_paused == 1
+    gate.grow("busy", 70)  # 105 > 90: y is the only one at a tool boundary; its hold goes with it
+    assert [h.key for h in r.pause()] == ["ky"] and not gate.admitted("y")
+    assert r.pause() == [] and gate.admitted("busy")  # 70: fits
 
 
 def test_residency_settings_are_validated_and_parsed():
