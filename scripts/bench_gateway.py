@@ -261,9 +261,9 @@ def start_processes(ttl: float = 600.0, infer: tuple[str, ...] = ("on",),
     for i, setting in enumerate(infer):
         ports.append(free_port())
         shared = ["--ray-address", ray_address] if ray_address and i == len(infer) - 1 else []
-        procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(ports[-1]), "--ttl", str(ttl),
-                                       "--infer", setting, "--upstream-url", f"http://127.0.0.1:{up_port}",
-                                       *shared], env=env))
+        procs.append(subprocess.Popen([sys.executable, me, "--serve-gateway", str(ports[-1]),
+                                       "--ttl", str(ttl), "--infer", setting,
+                                       "--upstream-url", f"http://127.0.0.1:{up_port}", *shared], env=env))
         wait_port(ports[-1], timeout=120)
     time.sleep(1.5)  # first health probe done
     return up_port, ports, procs
@@ -275,7 +275,8 @@ def shared_state_cost(calls: int) -> list[str]:
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
-        up_port, ports, procs = start_processes(infer=("on", "on"), ray_address=ray.get_runtime_context().gcs_address)
+        gcs = ray.get_runtime_context().gcs_address
+        up_port, ports, procs = start_processes(infer=("on", "on"), ray_address=gcs)
         try:
             direct: list[float] = []
             lat: dict[str, list[float]] = {"plain": [], "shared": []}
@@ -317,16 +318,18 @@ def inference_cost(ports: dict[str, int], tokens: int, calls: int, concurrency: 
     on, off = statistics.median(lat["on"]), statistics.median(lat["off"])
     r_on, r_off = statistics.mean(rates["on"]), statistics.mean(rates["off"])
     return [
-        f"program inference, {len(nxt) // 1024} KiB bodies (~{tokens} tokens of history), calls naming no program:",
+        f"program inference, {len(nxt) // 1024} KiB bodies (~{tokens} tokens of history), "
+        "calls naming no program:",
         f"  1 call at a time: p50 inference off {off * 1e3:.3f} ms, on {on * 1e3:.3f} ms, "
         f"cost of inference {(on - off) * 1e3:.3f} ms (target <= 1 ms)",
-        f"  {concurrency} connections: off {r_off:.0f} calls/s ({min(rates['off']):.0f}-{max(rates['off']):.0f}), "
-          f"on {r_on:.0f} calls/s ({min(rates['on']):.0f}-{max(rates['on']):.0f}), on/off {r_on / r_off:.2f} "
+        f"  {concurrency} connections: off {r_off:.0f} calls/s "
+        f"({min(rates['off']):.0f}-{max(rates['off']):.0f}), on {r_on:.0f} calls/s ({min(rates['on']):.0f}-{max(rates['on']):.0f}), on/off {r_on / r_off:.2f} "
         f"(target >= 0.90)"]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000, help="sequential calls per latency run")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of the throughput run")
     parser.add_argument("--concurrency", type=int, default=32)

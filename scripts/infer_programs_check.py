@@ -24,7 +24,8 @@ def main() -> int:
     sessions = load_sessions(tuple(args.source or SOURCES))
     calls = sum(len(s.calls) for s in sessions)
     print(f"{len(sessions)} sessions, {calls} calls, replayed concurrently")
-    print(f"{'seed':>4} {'right':>14} {'share':>7} {'merged programs':>16} {'split sessions':>15} {'programs':>9}")
+    print(f"{'seed':>4} {'right':>14} {'share':>7} {'merged programs':>16} {'split sessions':>15} "
+          f"{'programs':>9}")
     ok = True
     for seed in range(args.seeds):
         a = run_check(sessions, seed)

@@ -53,9 +53,10 @@ def run_fleet(spec: SweepSpec, concurrency: tuple[int, ...], progress: bool = Tr
 
 
 def working_set_fit(spec: SweepSpec, cost: CostModel) -> float:
-    """How many of the workload's programs fit in the KV cache at once, each at its full history (its
-    last call's prompt + output): the fleet size at 1x the cache's residency."""
+    """How many of the workload's programs fit in the KV cache at once, each at its peak history (its
+    largest call's prompt + output: the last call's, or a blocking subagent's that ends above it): the
+    fleet size at 1x the cache's residency."""
     programs = draw_programs(spec.workload, 200, 200, 1.0, spec.seed, spec.scale)
-    peak = sum(p.calls[-1].prompt_tokens + p.calls[-1].output_tokens for p in programs) / len(programs)
+    peak = sum(max(c.prompt_tokens + c.output_tokens for c in p.calls) for p in programs) / len(programs)
     blocks = spec.config.gpu_blocks or cost.kv_capacity_blocks
     return blocks * cost.block_tokens / peak

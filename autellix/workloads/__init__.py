@@ -1,8 +1,8 @@
 """Agent workloads as programs (DAGs of LLM calls) for the simulator and the real benchmark.
 
     from autellix.workloads import generate
-    programs = generate("mixed", n_programs=1000, rate=2.0, seed=0)            # list[ProgramSpec]
-    small = generate("chat", n_programs=50, rate=0.5, seed=0, scale=0.1)      # same structure, 10x fewer tokens
+    programs = generate("mixed", n_programs=1000, rate=2.0, seed=0)        # list[ProgramSpec]
+    small = generate("chat", n_programs=50, rate=0.5, seed=0, scale=0.1)  # same structure, 10x fewer tokens
 
 Every workload: Poisson program arrivals at `rate` programs/s; the same seed gives identical programs
 (and, across rates, the same programs with arrival times scaled by 1/rate). Data comes from
@@ -32,7 +32,7 @@ _GENERATORS: dict[str, Callable[[int, float, int], list[ProgramSpec]]] = {
 }
 WORKLOADS: frozenset[str] = frozenset(_GENERATORS)
 """Registered workload names: chat, mooncake, mooncake-trace (the trace's own arrival times), react, tree,
-coding, mixed."""
+coding, mixed, and the agent family agent-swe, agent-bigturn, agent-long, agent-mix."""
 
 
 def generate(workload: str, n_programs: int, rate: float, seed: int = 0, scale: float = 1.0,
