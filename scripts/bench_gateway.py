@@ -323,8 +323,8 @@ def inference_cost(ports: dict[str, int], tokens: int, calls: int, concurrency: 
         f"  1 call at a time: p50 inference off {off * 1e3:.3f} ms, on {on * 1e3:.3f} ms, "
         f"cost of inference {(on - off) * 1e3:.3f} ms (target <= 1 ms)",
         f"  {concurrency} connections: off {r_off:.0f} calls/s "
-        f"({min(rates['off']):.0f}-{max(rates['off']):.0f}), on {r_on:.0f} calls/s ({min(rates['on']):.0f}-{max(rates['on']):.0f}), on/off {r_on / r_off:.2f} "
-        f"(target >= 0.90)"]
+        f"({min(rates['off']):.0f}-{max(rates['off']):.0f}), on {r_on:.0f} calls/s "
+        f"({min(rates['on']):.0f}-{max(rates['on']):.0f}), on/off {r_on / r_off:.2f} (target >= 0.90)"]
 
 
 def main() -> int:
