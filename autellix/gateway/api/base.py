@@ -151,3 +151,23 @@ def json_or_none(raw: bytes) -> object:
         return json.loads(raw)
     except ValueError:
         return None
+
+
+def engine_body(body: dict[str, Any], context: dict[str, str | float]) -> bytes:
+    """The body an engine gets, serialised once: the program context merged into `vllm_xargs` (every API
+    vLLM serves takes it; docs/gateway.md, "What the engine receives")."""
+    if context:
+        xargs = body.get("vllm_xargs")
+        body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def text_chars(value: object, keys: tuple[str, ...] = ("text", "content")) -> int:
+    """Characters of the texts in a string, a list, or the `keys` of objects, nested (size estimates)."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(text_chars(v, keys) for v in value)
+    if isinstance(value, dict):
+        return sum(text_chars(value.get(k), keys) for k in keys)
+    return 0

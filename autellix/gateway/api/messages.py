@@ -25,7 +25,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from autellix.gateway.api.base import Answer, Event, Prepared, StreamReader, Usage, WireFormat, json_or_none
+from autellix.gateway.api.base import (
+    Answer,
+    Event,
+    Prepared,
+    StreamReader,
+    Usage,
+    WireFormat,
+    engine_body,
+    json_or_none,
+    text_chars,
+)
 from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages
 from autellix.gateway.errors import anthropic_body
 
@@ -106,17 +116,6 @@ def to_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"role": "system", "content": system})
     out += [message_to_chat(m, f"messages[{i}]") for i, m in enumerate(messages)]
     return out
-
-
-def _chars(value: object) -> int:
-    """Characters of the texts in a system prompt, content or block list (for size estimates)."""
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_chars(v) for v in value)
-    if isinstance(value, dict):
-        return _chars(value.get("text")) + _chars(value.get("content"))
-    return 0
 
 
 class MessagesReplies:
@@ -220,14 +219,11 @@ class Messages(WireFormat):
         """Characters of the system prompt and message texts / chars_per_token, plus 4 per message."""
         messages = body.get("messages")
         n = len(messages) if isinstance(messages, list) else 0
-        return int((_chars(body.get("system")) + _chars(messages)) / chars_per_token) + 4 * n
+        return int((text_chars(body.get("system")) + text_chars(messages)) / chars_per_token) + 4 * n
 
     def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
         """Usage needs no asking (every answer carries it); the program context goes in `vllm_xargs`."""
-        if context:
-            xargs = body.get("vllm_xargs")
-            body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
-        return Prepared(json.dumps(body, separators=(",", ":")).encode(), body.get("stream") is True, True)
+        return Prepared(engine_body(body, context), body.get("stream") is True, True)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)

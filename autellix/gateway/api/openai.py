@@ -9,11 +9,19 @@ them (vLLM does with --enable-prompt-tokens-details); otherwise every prompt tok
 
 from __future__ import annotations
 
-import json
 from abc import abstractmethod
 from typing import Any, Protocol
 
-from autellix.gateway.api.base import Answer, Event, Prepared, StreamReader, Usage, WireFormat, json_or_none
+from autellix.gateway.api.base import (
+    Answer,
+    Event,
+    Prepared,
+    StreamReader,
+    Usage,
+    WireFormat,
+    engine_body,
+    json_or_none,
+)
 
 _DONE = b"data: [DONE]"
 
@@ -93,10 +101,7 @@ class OpenAIFormat(WireFormat):
             options = dict(options) if isinstance(options, dict) else {}
             wants_usage = bool(options.get("include_usage"))
             body["stream_options"] = {**options, "include_usage": True}
-        if context:
-            xargs = body.get("vllm_xargs")
-            body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
-        return Prepared(json.dumps(body, separators=(",", ":")).encode(), stream, wants_usage)
+        return Prepared(engine_body(body, context), stream, wants_usage)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)

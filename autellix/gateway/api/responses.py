@@ -32,11 +32,16 @@ from autellix.gateway.api.base import (
     Turn,
     Usage,
     WireFormat,
+    engine_body,
     json_or_none,
+    text_chars,
 )
 from autellix.gateway.conversations import ConversationIndex, Inference, MalformedMessages, branch_thread
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.response_store import ResponseStore, Stored
+
+_ITEM_TEXT = ("text", "content", "output", "arguments")
+"""Fields of Responses input items that hold text (size estimates)."""
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _KEPT = frozenset({"completed", "incomplete"})
@@ -128,16 +133,6 @@ def input_items(value: object) -> list[Any]:
     if isinstance(value, list):
         return value
     raise GatewayError(400, "input: must be a string or a list of input items", param="input")
-
-
-def _chars(value: object) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_chars(v) for v in value)
-    if isinstance(value, dict):
-        return sum(_chars(value.get(k)) for k in ("text", "content", "output", "arguments"))
-    return 0
 
 
 class ResponsesTurn(Turn):
@@ -239,13 +234,11 @@ class Responses(WireFormat):
         """Characters of the instructions and input texts / chars_per_token, plus 4 per item."""
         value = body.get("input")
         n = len(value) if isinstance(value, list) else 1
-        return int((_chars(body.get("instructions")) + _chars(value)) / chars_per_token) + 4 * n
+        chars = text_chars(body.get("instructions"), _ITEM_TEXT) + text_chars(value, _ITEM_TEXT)
+        return int(chars / chars_per_token) + 4 * n
 
     def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
-        if context:
-            xargs = body.get("vllm_xargs")
-            body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
-        return Prepared(json.dumps(body, separators=(",", ":")).encode(), body.get("stream") is True, True)
+        return Prepared(engine_body(body, context), body.get("stream") is True, True)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)
