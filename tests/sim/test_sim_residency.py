@@ -14,6 +14,7 @@ from autellix.sim.cluster import Cluster, simulate
 from autellix.sim.config import EngineConfig
 from autellix.sim.cost import load_cost_model
 from autellix.sim.engine import SimEngine
+from autellix.sim.holding import EngineHolding
 from autellix.sim.points import Point, run_point
 from autellix.sim.spec import SweepSpec, cost_model
 from autellix.workloads import CallSpec, ProgramSpec, generate
@@ -203,3 +204,36 @@ def test_no_block_is_leaked_or_double_counted(workload, seed, policy, blocks, ca
             kv = engine.kv
             assert not kv.refs and not kv.holds and kv.held == 0
             assert kv.free + kv.evictable == kv.gpu_blocks
+
+
+@settings(max_examples=20, deadline=None)
+@given(workload=st.sampled_from(["coding", "agent-long", "react"]), seed=st.integers(0, 1000),
+       blocks=st.integers(150, 500), high=st.sampled_from([0.5, 0.9]), engines=st.integers(1, 2))
+def test_the_gate_admits_first_come_first_served_and_every_program_completes(workload, seed, blocks, high,
+                                                                             engines):
+    """The gate's wait bound (policy/admission.py): a program waits at an engine's gate only behind the
+    programs that came to it earlier, and an idle engine always admits, so every program completes."""
+    scale = 0.02 if workload == "agent-long" else 0.2
+    programs = generate(workload, 8, 2.0, seed, scale=scale)
+    block = COST.block_tokens
+    need = max(-(-(c.prompt_tokens + c.output_tokens) // block) for p in programs for c in p.calls)
+    if need > blocks * 0.99:
+        return  # a call larger than the pool is a configuration error, tested elsewhere
+    pc = PolicyConfig(admit_high=high, admit_low=high * 0.6)
+    cfg = EngineConfig(max_num_seqs=8, max_batched_tokens=256, gpu_blocks=blocks, cpu_blocks=20)
+    cluster = Cluster(programs, "autellix", COST, engines, config=cfg, policy_config=pc)
+    admitted: list[tuple[list[str], list[str]]] = []  # (waiting before, let in) at every admission
+    original = EngineHolding.admit_gated
+
+    def admit_gated(self: EngineHolding, idle: bool) -> list:
+        waiting = list(self.gated)
+        out = original(self, idle)
+        admitted.append((waiting, list(dict.fromkeys(sc.call.program_id for sc in out))))
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EngineHolding, "admit_gated", admit_gated)
+        result = cluster.run()
+    assert len(result.programs) == len(programs)  # every program completed
+    for waiting, let_in in admitted:
+        assert let_in == waiting[:len(let_in)]  # nobody overtakes a program gated before it
