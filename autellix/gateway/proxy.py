@@ -104,13 +104,15 @@ class Proxy:
         return RelayStream(resp, headers, reader, strip_usage=not prepared.wants_usage, on_done=done,
                            on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc))
 
-    async def passthrough(self, request: Request) -> RelayStream:
+    async def passthrough(self, request: Request) -> Response | RelayStream:
         """Any other route: forwarded untouched to the least-used healthy engine."""
         content = await request.body()
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        upstream, (resp, _) = await self.forwarder.send(
+        upstream, (resp, payload) = await self.forwarder.send(
             request, path, content, upstream_headers(request), pick=self.pool.pick_any,
             attempt=Unaccounted(), relay=lambda status: True)
+        if payload is not None:  # an idempotent request, read whole (autellix.gateway.forward)
+            return _raw_response(payload, resp.status, client_headers(resp, upstream, None))
         return RelayStream(resp, client_headers(resp, upstream, None), None,
                            on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc),
                            on_done=lambda result: None)
