@@ -74,8 +74,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="let Ray place and restart the engines: join the cluster at ADDRESS (e.g. "
-                        "ray://head:10001 or auto), or start a local one when none is given; scale with "
-                        "POST /v1/admin/engines")
+                        "ray://head:10001 or auto), or start a one-machine one on loopback (127.0.0.1, no "
+                        "dashboard) when none is given; scale with POST /v1/admin/engines")
     p.add_argument("--allow-untested-vllm", action="store_true",
                    help="start local engines even if the installed vLLM is not a tested release")
     p.set_defaults(func=cmd_serve, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
