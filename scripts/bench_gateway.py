@@ -123,7 +123,7 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     if ray_address:
         import ray
 
-        from autellix.deploy.program_store import SharedPrograms
+        from autellix.deploy.shared_programs import SharedPrograms
 
         ray.init(address=ray_address, namespace="autellix-bench", log_to_driver=False)
         shared = SharedPrograms.connect(policy)

@@ -24,8 +24,8 @@ from autellix.gateway.config import GatewayConfig
 from autellix.policy.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from autellix.deploy.program_store import SharedPrograms
     from autellix.deploy.ray_engines import RayEngines
+    from autellix.deploy.shared_programs import SharedPrograms
     from autellix.deploy.supervisor import Supervisor
 
 log = logging.getLogger("autellix.serve")
@@ -217,8 +217,8 @@ def engine_resources(vllm_args: list[str], gpu_build: bool) -> tuple[float, floa
 
 def _serve_on_ray(args: argparse.Namespace) -> int:
     from autellix.deploy.launch import on_cpu_build
-    from autellix.deploy.program_store import SharedPrograms
     from autellix.deploy.ray_engines import RayEngines
+    from autellix.deploy.shared_programs import SharedPrograms
     from autellix.model import resolve_model
 
     if args.engine_url:

@@ -80,8 +80,10 @@ class Gateway:
         self.sessions = Sessions(config.policy, shared=shared)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
         self.sessions.on_end = self._program_ended
-        self.conversations = (ConversationIndex(config.policy.table_ttl) if config.infer_programs
-                              else None)
+        self.conversations = (ConversationIndex(config.policy.table_ttl,
+                                                key=shared.hash_key if shared is not None else None,
+                                                publish=shared.publish if shared is not None else None)
+                              if config.infer_programs else None)
         self.identifier = Identifier(self.conversations, config.user_programs)
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
                            config.max_body_bytes)
@@ -111,6 +113,9 @@ class Gateway:
                  asyncio.create_task(self.sessions.run_expiry_loop())]
         if self.ray_engines is not None:
             tasks.append(asyncio.create_task(self.ray_engines.run(self.pool)))
+        if self.sessions.shared is not None:
+            links = self.conversations.links if self.conversations is not None else None
+            tasks.append(asyncio.create_task(self.sessions.shared.run(links)))
         try:
             yield
         finally:

@@ -16,6 +16,8 @@ pass through unchanged; see autellix.gateway.forward for failures to reach an en
 
 from __future__ import annotations
 
+import dataclasses
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -25,7 +27,7 @@ from autellix.gateway.auth import Owner
 from autellix.gateway.bodies import parse_json_object, read_body
 from autellix.gateway.flight import Flight
 from autellix.gateway.forward import Forwarder, Unaccounted, client_headers, upstream_headers
-from autellix.gateway.identity import Identifier
+from autellix.gateway.identity import Identifier, Identity
 from autellix.gateway.metrics import GatewayMetrics
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.streaming import RelayStream, StreamResult
@@ -61,6 +63,7 @@ class Proxy:
         body = parse_json_object(await read_body(request, self.max_body_bytes))
         identity = self.identifier.identify(request.headers, body, owner, api)
         try:
+            identity = await self._placed(identity)
             await self.sessions.pull(identity.program_id, owner)
             call = self.sessions.begin_call(identity, owner, api.prompt_tokens(body, self.chars_per_token))
         except BaseException:
@@ -103,6 +106,20 @@ class Proxy:
 
         return RelayStream(resp, headers, reader, strip_usage=not prepared.wants_usage, on_done=done,
                            on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc))
+
+    async def _placed(self, identity: Identity) -> Identity:
+        """An inferred call this replica's index could not place (it would open a new program), placed
+        by the shared index when another replica saw its conversation (autellix.gateway.conversations)."""
+        inference, shared = identity.inference, self.sessions.shared
+        if shared is None or inference is None or inference.query is None:
+            return identity
+        found = await shared.match(inference.query)
+        if found is None:
+            return identity
+        program, thread, how = found
+        placed = dataclasses.replace(inference, program_id=program, thread=thread, how=how, query=None)
+        return dataclasses.replace(identity, program_id=program, inference=placed,
+                                   thread_id=identity.thread_id if identity.thread_given else thread)
 
     async def passthrough(self, request: Request) -> Response | RelayStream:
         """Any other route: forwarded untouched to the least-used healthy engine."""

@@ -30,8 +30,8 @@ from fake_engine import ServerThread  # noqa: E402
 from served_harness import eventually  # noqa: E402
 
 from autellix.deploy.leftovers import group_pids, shm_in_use  # noqa: E402
-from autellix.deploy.program_store import SharedPrograms  # noqa: E402
 from autellix.deploy.ray_engines import LOOPBACK, RayEngines, pin_to_loopback  # noqa: E402
+from autellix.deploy.shared_programs import SharedPrograms  # noqa: E402
 from autellix.gateway import GatewayConfig, create_app  # noqa: E402
 from autellix.policy.config import PolicyConfig  # noqa: E402
 
