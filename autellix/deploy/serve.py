@@ -236,6 +236,10 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     print(f"starting {n} engine(s) on Ray ({args.ray or 'a local cluster'}): {model} policy={args.policy}, "
           f"{cpus:g} CPU and {gpus:g} GPU each", file=sys.stderr, flush=True)
     engines = RayEngines(args.ray or None, str(model), args.policy, kwargs, cpus=cpus, gpus=gpus)
+    import ray
+
+    print(f"Ray cluster at {ray.get_runtime_context().gcs_address} (further replicas: --ray ADDRESS "
+          "--engines 0)", file=sys.stderr, flush=True)
     try:
         engines.discover()  # engines another replica of this deployment started, if any
         engines.start(max(0, n - engines.count))  # --engines N: at least N in the deployment
