@@ -15,6 +15,7 @@ from fake_engine import FakeEngine, ServerThread
 from autellix.deploy.program_store import MemoryCheckpoints, ProgramStore
 from autellix.deploy.shared_programs import SharedPrograms
 from autellix.gateway import GatewayConfig, create_app
+from autellix.gateway.conversations import ConversationIndex
 from autellix.gateway.sessions import Sessions
 from autellix.policy.config import PolicyConfig
 
@@ -135,3 +136,21 @@ def test_a_replica_whose_store_is_down_still_serves_from_its_own_table() -> None
     finally:
         gateway.stop()
         engine.stop()
+
+
+def test_a_conversation_one_replica_saw_is_placed_for_another_by_the_stores_index() -> None:
+    store = ProgramStore(PolicyConfig(), MemoryCheckpoints())
+    a, b = (ConversationIndex(60, key=store.key, publish=store.learn) for _ in range(2))
+    history = [{"role": "system", "content": "You are an agent."}, {"role": "user", "content": "task"}]
+    first = a.infer_chat("alice", history)
+    a.replied(first, [{"role": "assistant", "content": "plan"}])
+    history += [{"role": "assistant", "content": "plan"}, {"role": "user", "content": "go"}]
+    on_b = b.infer_chat("alice", history)  # b never saw it: it would open a new program
+    assert on_b.how == "new" and on_b.query is not None
+    assert store.match(on_b.query) == (first.program_id, "0", "extends")
+    assert store.match(b.infer_chat("bob", history).query) is None  # another owner's: never linked
+    prompt = "x" * 3000
+    text = a.infer_text("alice", prompt)
+    a.replied(text, [" and more"])
+    on_b = b.infer_text("alice", prompt + " and more, then")
+    assert store.match(on_b.query) == (text.program_id, "0", "extends")
