@@ -44,6 +44,8 @@ class SharedPrograms:
         self.replica = uuid.uuid4().hex
         self.seq = 0
         self.unsaved: OrderedDict[int, tuple[str, tuple[Any, ...]]] = OrderedDict()
+        self._learned: Any = None
+        """The ObjectRef of the last `learn` sent."""
         self.replays = 0
         """Store restarts this replica replayed its updates to."""
         self._warned = 0.0
@@ -78,8 +80,19 @@ class SharedPrograms:
 
     def publish(self, links: list[Entry]) -> None:
         try:
-            self.actor.learn.remote(links)
+            self._learned = self.actor.learn.remote(links)
         except Exception as exc:  # noqa: BLE001 - the links are republished when the store is back
+            self._warn(exc)
+
+    async def settled(self) -> None:
+        """The store ran this replica's last `learn` (so all before it: one caller's tasks run in
+        order on the actor); at most `timeout`."""
+        learned = self._learned
+        if learned is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(learned), self.timeout)
+        except Exception as exc:  # noqa: BLE001 - the store is down: the links are republished later
             self._warn(exc)
 
     def push(self, program_id: str, owner: Owner, thread: str, start_service: float, start_wait: float,

@@ -80,12 +80,18 @@ class Proxy:
             flight.finish(None)
             raise
         collect = identity.inference is not None
+        # An inferred call's links reach the shared index before its client sees the answer, so that
+        # its next call, through any replica, finds them (autellix.gateway.conversations).
+        shared = self.sessions.shared
+        settle = shared.settled if collect and shared is not None else None
         headers = client_headers(resp, upstream, None if call.program.ephemeral else call.program_id)
         if payload is not None:  # a complete answer (not a successful stream)
             if resp.status == 200:
                 answer = api.read_answer(payload, collect)
                 flight.replies = answer.replies
                 flight.finish(answer.usage)
+                if settle is not None:
+                    await settle()
             else:
                 self.metrics.call_failed(upstream.name, resp.status)
                 flight.finish(None)
@@ -105,7 +111,7 @@ class Proxy:
             flight.finish(usage, step)
 
         return RelayStream(resp, headers, reader, strip_usage=not prepared.wants_usage, on_done=done,
-                           on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc))
+                           on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc), settle=settle)
 
     async def _placed(self, identity: Identity) -> Identity:
         """An inferred call this replica's index could not place (it would open a new program), placed

@@ -59,6 +59,10 @@ class SharedTable(Protocol):
         """A finished call's conversation links, for the shared index."""
         ...
 
+    async def settled(self) -> None:
+        """Wait (bounded) until the links published so far are in the shared index."""
+        ...
+
     async def pull(self, program_id: str, owner: Owner, create: bool = True) -> Snapshot | None | bool:
         """The program's snapshot (opened for `owner` when `create`); None when it is another owner's
         or missing; False when the shared table is unavailable."""
