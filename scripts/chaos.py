@@ -7,9 +7,10 @@ B = `autellix serve --ray ADDR --engines 0`. Traffic, like soak_gateway.py: --ag
 each running programs of 2-6 chat turns (half name their program with X-Program-ID, half name nothing:
 inferred from the conversation), every call through a replica picked at random (a client-side load
 balancer: a refused connection goes to the other replica, as an LB would), with a GET /v1/models and a
-read of the program's entry after each call. Every --every seconds (once all is back up) one target is
-SIGKILLed: an engine's API server (Ray restarts the engine), replica B (restarted after 3 s, as a
-supervisor would) or the store actor's worker (Ray restarts it).
+read of the program's entry after each call. Every --every seconds (once all is back up) one part is
+SIGKILLed, the three in a random order, again and again: an engine's API server (Ray restarts the
+engine), replica B (restarted after 3 s, as a supervisor would) or the store actor's worker (Ray
+restarts it).
 
 Printed, from the clients' side: calls sent; answered; failed (error status or connection error) while
 the part serving them died; lost (failed any other way, never answered within --timeout, or answered
@@ -59,10 +60,12 @@ async def agent(lane: int, dep: Deployment, tally: Tally, rng: random.Random, de
 
 
 async def chaos(dep: Deployment, tally: Tally, rng: random.Random, deadline: float, every: float) -> None:
+    targets: list[str] = []
     while time.monotonic() + every < deadline:
         await asyncio.sleep(every * rng.uniform(0.7, 1.3))
         await dep.all_up(600)
-        target = rng.choice(["engine", "replica", "store"])
+        targets = targets or rng.sample(["engine", "replica", "store"], 3)  # each part, in random order
+        target = targets.pop()
         await asyncio.to_thread(dep.kill, target, rng)
         await dep.all_up(600)
 

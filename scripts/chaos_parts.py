@@ -125,7 +125,8 @@ class Deployment:
 
         self.max_tokens = max_tokens
         self.replicas = [Replica("A", 2), Replica("B", 0)]
-        self.windows: list[tuple[str, float, float]] = []
+        self.windows: list[list[Any]] = []
+        """[part, killed at, back at (inf while down)] for each kill."""
         self.kills: Counter = Counter()
         self.rss: list[float] = []
         self.restarts: list[float] = []
@@ -208,6 +209,7 @@ class Deployment:
             pid = ray.get(actor.pid.remote(), timeout=30)
             url = httpx.get(self.replicas[0].url + "/health", trust_env=False).json()["engines"][i]["url"]
             part = f"engine-{i}"
+            window = self._open(part, t0)
             os.kill(pid, signal.SIGKILL)
 
             def back() -> bool:
@@ -219,6 +221,7 @@ class Deployment:
         elif target == "replica":
             part, replica = "replica-B", self.replicas[1]
             assert replica.proc is not None
+            window = self._open(part, t0)
             replica.proc.send_signal(signal.SIGKILL)
             replica.proc.wait()
             time.sleep(3)  # a supervisor's restart delay
@@ -228,6 +231,7 @@ class Deployment:
             part = "store"
             store = ray.get_actor("autellix-programs", namespace=NAMESPACE)
             epoch, pid = ray.get(store.hello.remote(), timeout=30)[1], ray.get(store.pid.remote(), timeout=30)
+            window = self._open(part, t0)
             os.kill(pid, signal.SIGKILL)
 
             def new_epoch() -> bool:
@@ -239,8 +243,13 @@ class Deployment:
             self._wait(new_epoch, 300, "the store restarted")
         took = time.monotonic() - t0
         self.recoveries.setdefault(part.split("-")[0], []).append(took)
-        self.windows.append((part, t0, time.monotonic()))
+        window[2] = time.monotonic()
         print(f"  killed {part}: back after {took:.1f} s", flush=True)
+
+    def _open(self, part: str, t0: float) -> list[Any]:
+        window = [part, t0, float("inf")]
+        self.windows.append(window)
+        return window
 
     def dying(self, part: str, t0: float, t1: float) -> bool:
         """`part` (or any part, for "*") was down, or just killed, during [t0, t1]."""

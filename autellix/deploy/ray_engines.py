@@ -212,17 +212,22 @@ class RayEngines:
     async def run(self, pool: UpstreamPool) -> None:
         """Keep the pool's engines and addresses in step with the actors (module doc)."""
         while True:
-            try:
-                await asyncio.to_thread(self.discover)
-            except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
-                log.warning("cannot list the engine actors: %s", exc)
-            while len(pool.upstreams) < len(self.actors):
-                pool.add()
-            for index, actor in enumerate(self.actors):
-                if actor is None and not pool.upstreams[index].retired:
-                    pool.retire(pool.upstreams[index])
-            await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
+            await self.sync(pool)
             await asyncio.sleep(self.interval)
+
+    async def sync(self, pool: UpstreamPool) -> None:
+        """One round of `run`; the gateway runs one before it serves, so that a replica that starts (or
+        restarts) while the engines are up serves with them from its first request."""
+        try:
+            await asyncio.to_thread(self.discover)
+        except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
+            log.warning("cannot list the engine actors: %s", exc)
+        while len(pool.upstreams) < len(self.actors):
+            pool.add()
+        for index, actor in enumerate(self.actors):
+            if actor is None and not pool.upstreams[index].retired:
+                pool.retire(pool.upstreams[index])
+        await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
 
     async def _locate(self, pool: UpstreamPool, index: int) -> None:
         try:

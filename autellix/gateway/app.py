@@ -64,6 +64,10 @@ class EngineFleet(Protocol):
         """Grow or shrink to `n` engines."""
         ...
 
+    async def sync(self, pool: UpstreamPool) -> None:
+        """One round of `run` (the gateway awaits one before it serves)."""
+        ...
+
 
 class Gateway:
     """Shared state of one gateway process and its route handlers."""
@@ -107,6 +111,8 @@ class Gateway:
         cfg = self.config
         await self.pool.open(cfg.connect_timeout, cfg.read_timeout, cfg.max_connections,
                              cfg.upstream_keepalive)
+        if self.ray_engines is not None:  # know the engines before serving (EngineFleet.sync)
+            await self.ray_engines.sync(self.pool)
         up = await self.pool.probe_all()
         log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
         tasks = [asyncio.create_task(self.pool.run_health_loop()),
