@@ -56,6 +56,8 @@ class Tally:
     reads_failed: int = 0
     """GET /v1/models failures not explained by a dying replica: must be 0 (engine deaths are retried)."""
     backwards: int = 0
+    reads_unavailable: int = 0
+    """Program reads answered 503 (the store restarting and the replica had not seen the program)."""
     short: int = 0
     programs: int = 0
     split_agents: int = 0
@@ -78,8 +80,9 @@ class Tally:
               f"{self.rerouted})")
         print(f"  GET /v1/models: {self.reads} sent, {self.reads_failed} failed other than by a dying "
               "replica")
-        print(f"  program reads that went backwards or lost the program: {self.backwards}; programs whose "
-              f"final entry is short of their answered calls: {self.short} of {len(self.acked)}")
+        print(f"  program reads that went backwards or lost the program: {self.backwards} (503, store "
+              f"restarting: {self.reads_unavailable}); programs whose final entry is short of their "
+              f"answered calls: {self.short} of {len(self.acked)}")
         print(f"  inferred agents split into several programs: {self.split_agents}")
         if dep.restarts:
             print(f"  engine start-up {dep.started_in:.0f} s; restarts after SIGKILL: "
@@ -343,6 +346,8 @@ class Deployment:
             tally.backwards += 1
             tally.why[f"program {program} missing on {replica.name}"] += 1
             return
+        if status == 503:
+            tally.reads_unavailable += 1
         if status != 200:
             return
         key = (program, replica.name)

@@ -25,8 +25,10 @@ Durability (the store's own death: a crash, SIGKILL of its worker, `ray.kill(sto
 So a restart loses nothing from replicas that live on: every update whose call was answered is in a
 checkpoint or in its replica's buffer. It loses the updates a replica made since the last checkpoint if
 that replica dies too before the new incarnation is up (at most ~sync_s + one checkpoint: tens of ms),
-and pulls answered in the ~sync_s between the restart and the replays see the checkpoint's entry.
-Unavailable store: replicas go on with their own entries (never the call), logged once a minute.
+and pulls answered in the ~sync_s between the restart and the replays see the checkpoint's entry
+(a read of a program the checkpoint lacks answers 503 for RECOVERY_S, not 404).
+Unavailable store: replicas go on with their own entries (never the call), logged once a minute; a
+read of a program the replica does not know answers 503 meanwhile.
 Invariant: the store's service and wait for a program never decrease while it lives.
 """
 
@@ -44,6 +46,9 @@ from autellix.policy.config import PolicyConfig
 
 STORE_NAME = "autellix-programs"
 CHECKPOINT_KEY = b"autellix-programs/checkpoint"
+RECOVERY_S = 2.0
+"""After a restart, reads of programs the checkpoint lacks answer "unknown yet" (503) this long: the
+replicas' replays (every 0.05 s) bring what the checkpoint lacked."""
 Op = tuple[int, str, tuple[Any, ...]]
 """One logged update: (seq, "push" | "end", its arguments)."""
 
@@ -113,6 +118,7 @@ class ProgramStore:
         self._next_checkpoint = 0.0
         self.checkpoint_cost = 0.0
         """Seconds the last checkpoint took."""
+        self.recovering_until = 0.0
         self._restore()
 
     # -- queries -----------------------------------------------------------------------------------
@@ -125,9 +131,12 @@ class ProgramStore:
         """(hash key, epoch): what a replica needs before its first call."""
         return self.key, self.epoch
 
-    def pull(self, program_id: str, owner: str | None, create: bool) -> Snapshot | None:
+    def pull(self, program_id: str, owner: str | None, create: bool) -> Snapshot | None | bool:
         """The program's snapshot, opening it for `owner` when `create`; None when it is another
-        owner's, or missing and not created."""
+        owner's, or missing and not created; False (unknown yet) when it is missing during the
+        RECOVERY_S after a restart, while the replicas replay what the checkpoint lacks."""
+        if not create and program_id not in self.table and time.monotonic() < self.recovering_until:
+            return False
         self._expire()
         if self.owners.get(program_id, owner) != owner or (program_id not in self.table and not create):
             return None
@@ -228,6 +237,7 @@ class ProgramStore:
             self.owners[pid] = owner
         self.logs = {r: _Log(upto, set(past)) for r, (upto, past) in state["logs"].items()}
         self.saved_upto = {r: log.upto for r, log in self.logs.items()}
+        self.recovering_until = time.monotonic() + RECOVERY_S
 
 
 class MemoryCheckpoints:

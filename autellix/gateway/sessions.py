@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from autellix.gateway.api import Usage
 from autellix.gateway.auth import Owner
 from autellix.gateway.conversations import Entry, Query
+from autellix.gateway.errors import GatewayError
 from autellix.gateway.identity import Identity
 from autellix.policy.config import PolicyConfig
 from autellix.programs import Call, Program, UnknownProgram
@@ -116,11 +117,15 @@ class Sessions:
 
     async def pull(self, program_id: str | None, owner: Owner, create: bool = True) -> None:
         """Take the shared entry of `program_id` (no-op without `shared`); UnknownProgram when it is
-        another owner's (or missing and not `create`d). An unavailable store changes nothing."""
+        another owner's (or missing and not `create`d). An unavailable store changes nothing, except
+        that a read (not `create`) of a program this replica has not seen answers 503, not 404."""
         if self.shared is None or program_id is None:
             return
         snap = await self.shared.pull(program_id, owner, create)
         if snap is False:
+            if not create and program_id not in self.table:  # maybe another replica's: not known now
+                raise GatewayError(503, f"program {program_id!r}: the shared process table is unavailable "
+                                        "and this replica has not seen it; retry")
             return
         if snap is None:
             raise UnknownProgram(program_id)

@@ -87,6 +87,7 @@ def test_a_restarted_store_loses_no_update_of_a_live_replica_and_applies_none_tw
         handle.store, handle.down = ProgramStore(PolicyConfig(), saved), False  # Ray's restart
         assert handle.store.key == old_key  # the conversation keys stay valid
         assert handle.store.pull("p", "alice", create=False)[3] == 6  # the checkpoint's entry
+        assert handle.store.pull("q", "alice", create=False) is False  # unknown yet, not missing
         a.push("p", "alice", "0", 0.0, 0.0, 1.0, 0.0, 0)  # reaches the new store before any replay
         await a.sync()
         await b.sync()
@@ -133,6 +134,7 @@ def test_a_replica_whose_store_is_down_still_serves_from_its_own_table() -> None
                 assert r.status_code == 200
             entry = client.get("/v1/programs/p").json()
             assert entry["completed_calls"] == 2 and entry["service"] > 0
+            assert client.get("/v1/programs/never-seen-here").status_code == 503  # maybe another's
     finally:
         gateway.stop()
         engine.stop()
