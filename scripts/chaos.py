@@ -33,7 +33,8 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from chaos_parts import Deployment, Tally, rss_mb  # noqa: E402
+from chaos_parts import Deployment  # noqa: E402
+from chaos_tally import Tally, rss_mb  # noqa: E402
 
 
 async def agent(lane: int, dep: Deployment, tally: Tally, rng: random.Random, deadline: float,
