@@ -121,11 +121,9 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     policy = PolicyConfig(table_ttl=ttl)
     shared = None
     if ray_address:
-        import ray
-
-        from autellix.deploy.shared_programs import SharedPrograms
 
         from autellix.deploy.ray_engines import init_ray
+        from autellix.deploy.shared_programs import SharedPrograms
 
         init_ray(ray_address, namespace="autellix-bench")
         shared = SharedPrograms.connect(policy)
