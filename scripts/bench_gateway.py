@@ -121,7 +121,6 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     policy = PolicyConfig(table_ttl=ttl)
     shared = None
     if ray_address:
-
         from autellix.deploy.ray_engines import init_ray
         from autellix.deploy.shared_programs import SharedPrograms
 
