@@ -7,7 +7,8 @@ In order: an unmodified agent (no program id: inferred from its conversation) wh
 between two replica processes is one program; the store is killed twice (`ray.kill(no_restart=False)`,
 then SIGKILL of its worker), calls are answered meanwhile, and after each restart (seen from the store's
 own epoch and pid) a replica that never served the program reads it with exactly its acknowledged
-calls, and the agent is still one program.
+calls, and the agent is still one program. Last, the one-machine cluster `autellix serve --ray` starts
+(no address) is on loopback.
 """
 
 from __future__ import annotations
@@ -138,3 +139,18 @@ def test_a_replica_that_never_saw_a_program_reads_all_its_acknowledged_calls_aft
     eventually(lambda: deployment.calls(2, program) == 7, 60, "replica 2 to read all 7 calls")
     assert deployment.calls(2, program) == 7 and deployment.calls(1, program) == 7  # none twice
     assert deployment.agent_call(1) == agent  # the agent is still one program
+
+
+def test_a_one_machine_cluster_serve_starts_is_pinned_to_loopback() -> None:
+    """What `autellix serve --ray` with no address starts (init_ray(None)), in a fresh process: every
+    node's address and a worker's view of its node are 127.0.0.1."""
+    probe = ("import ray\n"
+             "from autellix.deploy.ray_engines import init_ray\n"
+             "init_ray(None)\n"
+             "ip = ray.get(ray.remote(num_cpus=0)(lambda: ray.util.get_node_ip_address()).remote())\n"
+             "print(sorted({n['NodeManagerAddress'] for n in ray.nodes()}), ip)\n"
+             "ray.shutdown()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == f"['{LOOPBACK}'] {LOOPBACK}"
