@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections import OrderedDict
@@ -44,6 +45,7 @@ class SharedPrograms:
         self.replica = uuid.uuid4().hex
         self.seq = 0
         self.unsaved: OrderedDict[int, tuple[str, tuple[Any, ...]]] = OrderedDict()
+        self._lock = threading.Lock()
         self._learned: Any = None
         """The ObjectRef of the last `learn` sent."""
         self.replays = 0
@@ -115,24 +117,27 @@ class SharedPrograms:
     # -- durability --------------------------------------------------------------------------------
 
     def _update(self, op: str, args: tuple[Any, ...]) -> None:
-        self.seq += 1
-        self.unsaved[self.seq] = (op, args)
-        if len(self.unsaved) > MAX_UNSAVED:
-            self.unsaved.popitem(last=False)
-            self._warn(RuntimeError(f"more than {MAX_UNSAVED} updates unsaved; the oldest dropped"))
+        with self._lock:  # one handle may serve several event loops (in-process replicas in tests)
+            self.seq += 1
+            seq = self.seq
+            self.unsaved[seq] = (op, args)
+            if len(self.unsaved) > MAX_UNSAVED:
+                self.unsaved.popitem(last=False)
+                self._warn(RuntimeError(f"more than {MAX_UNSAVED} updates unsaved; the oldest dropped"))
         try:
-            self.actor.apply.remote(self.replica, self.seq, op, args)
+            self.actor.apply.remote(self.replica, seq, op, args)
         except Exception as exc:  # noqa: BLE001 - kept in `unsaved`: replayed when the store is back
             self._warn(exc)
 
     async def sync(self, links: Callable[[], list[Entry]] | None = None) -> None:
         """One round of `run` (raises when the store does not answer)."""
         epoch, saved = await asyncio.wait_for(self.actor.saved.remote(self.replica), self.timeout)
-        while self.unsaved and next(iter(self.unsaved)) <= saved:
-            self.unsaved.popitem(last=False)
-        if epoch == self.epoch:
-            return
-        ops: list[Op] = [(seq, op, args) for seq, (op, args) in self.unsaved.items()]
+        with self._lock:
+            while self.unsaved and next(iter(self.unsaved)) <= saved:
+                self.unsaved.popitem(last=False)
+            if epoch == self.epoch:
+                return
+            ops: list[Op] = [(seq, op, args) for seq, (op, args) in self.unsaved.items()]
         await asyncio.wait_for(self.actor.replay.remote(self.replica, ops), self.timeout * 10)
         known = links() if links is not None else []
         for i in range(0, len(known), LINKS_PER_CALL):
