@@ -121,11 +121,10 @@ def run_gateway(port: int, upstream: str, ttl: float = 600.0, infer: bool = True
     policy = PolicyConfig(table_ttl=ttl)
     shared = None
     if ray_address:
-        import ray
+        from autellix.deploy.ray_engines import init_ray
+        from autellix.deploy.shared_programs import SharedPrograms
 
-        from autellix.deploy.program_store import SharedPrograms
-
-        ray.init(address=ray_address, namespace="autellix-bench", log_to_driver=False)
+        init_ray(ray_address, namespace="autellix-bench")
         shared = SharedPrograms.connect(policy)
     app = create_app(GatewayConfig(engines=(upstream,), health_interval=1.0, infer_programs=infer,
                                    policy=policy), shared=shared)
@@ -273,7 +272,11 @@ def shared_state_cost(calls: int) -> list[str]:
     """A plain gateway against one sharing its table through a ProgramStore actor (module doc)."""
     import ray
 
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    from autellix.deploy.ray_engines import LOOPBACK, pin_to_loopback
+
+    pin_to_loopback()  # a one-machine cluster: every address on loopback
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False,
+             _node_ip_address=LOOPBACK)
     try:
         gcs = ray.get_runtime_context().gcs_address
         up_port, ports, procs = start_processes(infer=("on", "on"), ray_address=gcs)

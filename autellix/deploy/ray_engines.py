@@ -16,6 +16,8 @@ our scheduler must be given as `--scheduler-cls` to vLLM's own server anyway. An
   each one's address from Ray every `interval` seconds and moves the gateway's pool entry there (the
   health loop then takes it back once it answers); and scales: `POST /v1/admin/engines {"engines": N}`
   adds actors or retires the last ones, and the other replicas follow by name.
+- `init_ray`: joins the cluster at an address (nodes keep their own addresses: a multi-host cluster),
+  or, with none, starts a one-machine cluster pinned to loopback (module doc of `init_ray`).
 Invariant: pool index i is always actor i; a retired index is never reused.
 """
 
@@ -38,6 +40,44 @@ from autellix.gateway.upstreams import UpstreamPool
 
 log = logging.getLogger("autellix.ray")
 NAMESPACE = "autellix"
+LOOPBACK = "127.0.0.1"
+ONE_MACHINE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Ray's switch for clusters confined to one machine: "0" makes every node's address loopback (Ray
+otherwise turns 127.0.0.1 into the host's external address)."""
+
+
+def pin_to_loopback() -> None:
+    """Make Ray started from this process (and its children: raylets, workers) use 127.0.0.1 as every
+    node's address. For one-machine clusters only (tests, `autellix serve --ray` with no address)."""
+    os.environ[ONE_MACHINE_ENV] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time; the variable only at ray's import
+
+
+def on_loopback(address: str) -> bool:
+    """`address` (host:port, ray://host:port) names this machine's loopback interface."""
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in ("localhost", "::1", "[::1]") or host.startswith("127.")
+
+
+def init_ray(address: str | None, namespace: str = NAMESPACE) -> None:
+    """Join the cluster at `address` (nodes keep their own addresses, unless it is a loopback address:
+    then it is a one-machine cluster, and this node is pinned too); or, with none, start a fresh
+    one-machine cluster (never one found on the host) pinned to loopback: node addresses 127.0.0.1, no
+    dashboard, so engines (bound to their node's address) listen on loopback only."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        if on_loopback(address):  # a one-machine cluster started elsewhere (e.g. by another replica)
+            pin_to_loopback()
+        ray.init(address=address, namespace=namespace, log_to_driver=False)
+        return
+    pin_to_loopback()
+    ray.init(address="local", namespace=namespace, log_to_driver=False, include_dashboard=False,
+             _node_ip_address=LOOPBACK)
 _NAME = re.compile(r"autellix-engine-(\d+)$")
 
 
@@ -106,8 +146,7 @@ class RayEngines:
                  interval: float = 2.0) -> None:
         import ray
 
-        if not ray.is_initialized():
-            ray.init(address=address, namespace=NAMESPACE, log_to_driver=False)
+        init_ray(address)
         self.owner = False
         """This replica started engines, so it stops them all at its clean shutdown."""
         self.model, self.policy, self.engine_kwargs = model, policy, engine_kwargs
@@ -173,17 +212,22 @@ class RayEngines:
     async def run(self, pool: UpstreamPool) -> None:
         """Keep the pool's engines and addresses in step with the actors (module doc)."""
         while True:
-            try:
-                await asyncio.to_thread(self.discover)
-            except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
-                log.warning("cannot list the engine actors: %s", exc)
-            while len(pool.upstreams) < len(self.actors):
-                pool.add()
-            for index, actor in enumerate(self.actors):
-                if actor is None and not pool.upstreams[index].retired:
-                    pool.retire(pool.upstreams[index])
-            await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
+            await self.sync(pool)
             await asyncio.sleep(self.interval)
+
+    async def sync(self, pool: UpstreamPool) -> None:
+        """One round of `run`; the gateway runs one before it serves, so that a replica that starts (or
+        restarts) while the engines are up serves with them from its first request."""
+        try:
+            await asyncio.to_thread(self.discover)
+        except Exception as exc:  # noqa: BLE001 - Ray's control plane unreachable: keep what we know
+            log.warning("cannot list the engine actors: %s", exc)
+        while len(pool.upstreams) < len(self.actors):
+            pool.add()
+        for index, actor in enumerate(self.actors):
+            if actor is None and not pool.upstreams[index].retired:
+                pool.retire(pool.upstreams[index])
+        await asyncio.gather(*(self._locate(pool, i) for i, a in enumerate(self.actors) if a is not None))
 
     async def _locate(self, pool: UpstreamPool, index: int) -> None:
         try:

@@ -24,8 +24,8 @@ from autellix.gateway.config import GatewayConfig
 from autellix.policy.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from autellix.deploy.program_store import SharedPrograms
     from autellix.deploy.ray_engines import RayEngines
+    from autellix.deploy.shared_programs import SharedPrograms
     from autellix.deploy.supervisor import Supervisor
 
 log = logging.getLogger("autellix.serve")
@@ -84,8 +84,8 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-restart", action="store_true", help="do not restart local engines that die")
     p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="let Ray place and restart the engines: join the cluster at ADDRESS (e.g. "
-                        "ray://head:10001 or auto), or start a local one when none is given; scale with "
-                        "POST /v1/admin/engines")
+                        "ray://head:10001 or auto), or start a one-machine one on loopback (127.0.0.1, no "
+                        "dashboard) when none is given; scale with POST /v1/admin/engines")
     p.add_argument("--allow-untested-vllm", action="store_true",
                    help="start local engines even if the installed vLLM is not a tested release")
     p.set_defaults(func=cmd_serve, vllm_args=[])  # autellix.cli.parse_args: what follows `--`
@@ -228,8 +228,8 @@ def engine_resources(vllm_args: list[str], gpu_build: bool) -> tuple[float, floa
 
 def _serve_on_ray(args: argparse.Namespace) -> int:
     from autellix.deploy.launch import on_cpu_build
-    from autellix.deploy.program_store import SharedPrograms
     from autellix.deploy.ray_engines import RayEngines
+    from autellix.deploy.shared_programs import SharedPrograms
     from autellix.model import resolve_model
 
     if args.engine_url:
@@ -247,6 +247,10 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     print(f"starting {n} engine(s) on Ray ({args.ray or 'a local cluster'}): {model} policy={args.policy}, "
           f"{cpus:g} CPU and {gpus:g} GPU each", file=sys.stderr, flush=True)
     engines = RayEngines(args.ray or None, str(model), args.policy, kwargs, cpus=cpus, gpus=gpus)
+    import ray
+
+    print(f"Ray cluster at {ray.get_runtime_context().gcs_address} (further replicas: --ray ADDRESS "
+          "--engines 0)", file=sys.stderr, flush=True)
     try:
         engines.discover()  # engines another replica of this deployment started, if any
         engines.start(max(0, n - engines.count))  # --engines N: at least N in the deployment

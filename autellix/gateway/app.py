@@ -70,6 +70,10 @@ class EngineFleet(Protocol):
         """Grow or shrink to `n` engines."""
         ...
 
+    async def sync(self, pool: UpstreamPool) -> None:
+        """One round of `run` (the gateway awaits one before it serves)."""
+        ...
+
 
 class Gateway:
     """Shared state of one gateway process and its route handlers."""
@@ -86,8 +90,10 @@ class Gateway:
         self.sessions = Sessions(config.policy, shared=shared)
         self.metrics = GatewayMetrics(self.pool, self.sessions)
         self.sessions.on_end = self._program_ended
-        self.conversations = (ConversationIndex(config.policy.table_ttl) if config.infer_programs
-                              else None)
+        self.conversations = (ConversationIndex(config.policy.table_ttl,
+                                                key=shared.hash_key if shared is not None else None,
+                                                publish=shared.publish if shared is not None else None)
+                              if config.infer_programs else None)
         self.identifier = Identifier(self.conversations, config.user_programs)
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
                            config.max_body_bytes, config.model_aliases)
@@ -113,12 +119,17 @@ class Gateway:
         cfg = self.config
         await self.pool.open(cfg.connect_timeout, cfg.read_timeout, cfg.max_connections,
                              cfg.upstream_keepalive)
+        if self.ray_engines is not None:  # know the engines before serving (EngineFleet.sync)
+            await self.ray_engines.sync(self.pool)
         up = await self.pool.probe_all()
         log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
         tasks = [asyncio.create_task(self.pool.run_health_loop()),
                  asyncio.create_task(self.sessions.run_expiry_loop())]
         if self.ray_engines is not None:
             tasks.append(asyncio.create_task(self.ray_engines.run(self.pool)))
+        if self.sessions.shared is not None:
+            links = self.conversations.links if self.conversations is not None else None
+            tasks.append(asyncio.create_task(self.sessions.shared.run(links)))
         try:
             yield
         finally:

@@ -4,13 +4,18 @@ Failure rules:
 - The engine could not be connected to (the request never left): mark it unhealthy and try the next
   one the caller's `pick` offers; safe to resend, because the engine never saw the request. When none
   is left: the last connection error (502), or 503 when no engine was healthy to begin with.
-- The engine failed after the request was sent (reset, dropped connection): 502 naming the engine; not
-  retried (it may have run); the engine is marked unhealthy until its next good probe (a timeout is
-  not: a slow engine is not a dead one).
+- The engine failed after the request was sent (reset, dropped connection): for an idempotent request
+  (GET, HEAD, OPTIONS: `/v1/models`, the engine's own reads), the same as above: tried on the next
+  engine, each engine once; such requests are read whole before answering, so a reset mid-body is
+  retried too. Any other request: 502 naming the engine, not retried (it may have run). Either way the
+  engine is marked unhealthy until its next good probe (a timeout is not: a slow engine is not a dead
+  one, and a timed-out request is never resent).
 - The engine's own error responses (4xx, 5xx) are answers: they pass through unchanged.
 - The client disconnected while waiting: the upstream request is cancelled (its connection closed), 499.
 Invariant: for each engine tried, the caller's Attempt hears `sent` once, then `failed` and `unsent`
-only if the engine never saw the request, so its accounting (load, metrics) balances.
+only if the request is to be sent elsewhere (the engine never saw it, or it is idempotent), so its
+accounting (load, metrics) balances. Calls (POSTs) are resent only when never sent: a call runs at most
+once.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ _DROP_RESPONSE = frozenset({b"content-length", b"transfer-encoding", b"connectio
 
 Sent = tuple[aiohttp.ClientResponse, bytes | None]
 """An engine's response and its whole body, or None when the body is to be relayed as it comes."""
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+"""Methods whose requests may run twice (RFC 9110 9.2.2): resent after a failure in flight."""
 Pick = Callable[[frozenset[int]], Upstream]
 """The upstream for the request, given those that refused it already; raises NoHealthyEngine."""
 
@@ -94,6 +101,15 @@ def never_sent(exc: BaseException) -> bool:
     return isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError))
 
 
+def resendable(method: str, exc: BaseException) -> bool:
+    """Safe to send to another engine after `exc`: never sent, or an idempotent request whose engine
+    dropped the connection (a timeout is no proof of death: never resent)."""
+    if never_sent(exc):
+        return True
+    return (method in IDEMPOTENT and not isinstance(exc, TimeoutError)
+            and isinstance(exc, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)))
+
+
 class Forwarder:
     """Sends requests to the pool's upstreams (one aiohttp session, the pool's)."""
 
@@ -103,7 +119,11 @@ class Forwarder:
     async def send(self, request: Request, path: str, content: bytes, headers: list[tuple[str, str]],
                    pick: Pick, attempt: Attempt, relay: Callable[[int], bool]) -> tuple[Upstream, Sent]:
         """Send `request.method path` to the first upstream that takes it (module doc); `relay(status)`:
-        leave the body unread, to be relayed as it comes."""
+        leave the body unread, to be relayed as it comes (never for idempotent requests: read whole, so
+        that a failure mid-body can still be retried)."""
+        method = request.method
+        if method in IDEMPOTENT:
+            relay = _whole
         tried: set[int] = set()
         last: GatewayError | None = None
         while True:
@@ -112,7 +132,7 @@ class Forwarder:
             except NoHealthyEngine:
                 raise last or GatewayError(503, f"no healthy engine (0 of {len(self.pool)} up)") from None
             attempt.sent(upstream)
-            fetch = self._fetch(request.method, upstream.url + path, content, headers, relay)
+            fetch = self._fetch(method, upstream.url + path, content, headers, relay)
             try:
                 return upstream, await _watching(request.receive, fetch)
             except ClientGone:
@@ -120,12 +140,13 @@ class Forwarder:
                 raise GatewayError(499, "client disconnected; the engine request was cancelled") from None
             except (TimeoutError, aiohttp.ClientError) as exc:
                 attempt.failed(upstream, 502)
-                if not never_sent(exc):
+                if not resendable(method, exc):
                     raise self.in_flight_error(upstream, exc) from None
                 attempt.unsent(upstream)
                 tried.add(upstream.index)
                 self.pool.mark_failed(upstream, f"{type(exc).__name__}: {exc}")
-                last = GatewayError(502, f"cannot connect to {upstream!r}: {exc}", upstream.name)
+                last = (GatewayError(502, f"cannot connect to {upstream!r}: {exc}", upstream.name)
+                        if never_sent(exc) else self.in_flight_error(upstream, exc))
 
     async def _fetch(self, method: str, url: str, content: bytes, headers: list[tuple[str, str]],
                      relay: Callable[[int], bool]) -> Sent:
@@ -148,6 +169,10 @@ class Forwarder:
             self.pool.mark_failed(upstream, detail)
         return GatewayError(502, f"{upstream.name} ({upstream.url}) failed while the call was in flight: "
                                  f"{detail}", upstream.name)
+
+
+def _whole(status: int) -> bool:
+    return False
 
 
 async def _watching(receive: Receive, work: Awaitable[Sent]) -> Sent:

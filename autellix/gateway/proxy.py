@@ -20,6 +20,7 @@ pass through unchanged, except into the route's API error shape where the engine
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from fnmatch import fnmatchcase
 from typing import Any
@@ -33,7 +34,7 @@ from autellix.gateway.auth import Owner
 from autellix.gateway.bodies import parse_json_object, read_body
 from autellix.gateway.flight import Flight
 from autellix.gateway.forward import Forwarder, Unaccounted, client_headers, upstream_headers
-from autellix.gateway.identity import Identifier
+from autellix.gateway.identity import Identifier, Identity
 from autellix.gateway.metrics import GatewayMetrics
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.streaming import RelayStream, StreamResult
@@ -84,6 +85,7 @@ class Proxy:
         identity = self.identifier.identify(request.headers, body, owner, api,
                                             turn.chained if turn is not None else None)
         try:
+            identity = await self._placed(identity)
             await self.sessions.pull(identity.program_id, owner)
             call = self.sessions.begin_call(identity, owner, api.prompt_tokens(body, self.chars_per_token))
         except BaseException:
@@ -100,6 +102,10 @@ class Proxy:
             flight.finish(None)
             raise
         collect = identity.inference is not None
+        # An inferred call's links reach the shared index before its client sees the answer, so that
+        # its next call, through any replica, finds them (autellix.gateway.conversations).
+        shared = self.sessions.shared
+        settle = shared.settled if collect and shared is not None else None
         program_id = None if call.program.ephemeral else call.program_id
         headers = client_headers(resp, upstream, program_id)
         if payload is not None:  # a complete answer (not a successful stream)
@@ -109,6 +115,8 @@ class Proxy:
                 flight.finish(answer.usage)
                 if turn is not None:
                     turn.answered(answer.record, program_id, call.thread)
+                if settle is not None:
+                    await settle()
             else:
                 self.metrics.call_failed(upstream.name, resp.status)
                 flight.finish(None)
@@ -132,7 +140,7 @@ class Proxy:
 
         return RelayStream(resp, headers, reader, strip_usage=not prepared.wants_usage, on_done=done,
                            on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc)
-                           .shaped(api.errors))
+                           .shaped(api.errors), settle=settle)
 
     async def uncounted(self, request: Request, api: WireFormat) -> Response:
         """A request of `api`'s that is no call (POST /v1/messages/count_tokens): its model alias
@@ -148,13 +156,29 @@ class Proxy:
             payload = api.engine_error(resp.status, payload)
         return _raw_response(payload, resp.status, client_headers(resp, upstream, None))
 
-    async def passthrough(self, request: Request) -> RelayStream:
+    async def _placed(self, identity: Identity) -> Identity:
+        """An inferred call this replica's index could not place (it would open a new program), placed
+        by the shared index when another replica saw its conversation (autellix.gateway.conversations)."""
+        inference, shared = identity.inference, self.sessions.shared
+        if shared is None or inference is None or inference.query is None:
+            return identity
+        found = await shared.match(inference.query)
+        if found is None:
+            return identity
+        program, thread, how = found
+        placed = dataclasses.replace(inference, program_id=program, thread=thread, how=how, query=None)
+        return dataclasses.replace(identity, program_id=program, inference=placed,
+                                   thread_id=identity.thread_id if identity.thread_given else thread)
+
+    async def passthrough(self, request: Request) -> Response | RelayStream:
         """Any other route: forwarded untouched to the least-used healthy engine."""
         content = await request.body()
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        upstream, (resp, _) = await self.forwarder.send(
+        upstream, (resp, payload) = await self.forwarder.send(
             request, path, content, upstream_headers(request), pick=self.pool.pick_any,
             attempt=Unaccounted(), relay=lambda status: True)
+        if payload is not None:  # an idempotent request, read whole (autellix.gateway.forward)
+            return _raw_response(payload, resp.status, client_headers(resp, upstream, None))
         return RelayStream(resp, client_headers(resp, upstream, None), None,
                            on_error=lambda exc: self.forwarder.in_flight_error(upstream, exc),
                            on_done=lambda result: None)

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 from autellix.gateway.api import Usage
 from autellix.gateway.auth import Owner
+from autellix.gateway.conversations import Entry, Query
+from autellix.gateway.errors import GatewayError
 from autellix.gateway.identity import Identity
 from autellix.policy.config import PolicyConfig
 from autellix.programs import Call, Program, UnknownProgram
@@ -37,15 +39,37 @@ Snapshot = tuple[float, float, int | None, int]
 
 class SharedTable(Protocol):
     """The process table several gateway replicas share (implemented on Ray by
-    autellix.deploy.program_store.SharedPrograms). Never raises: an unavailable table degrades to the
-    replica's own entries."""
+    autellix.deploy.program_store.SharedPrograms), and the shared copy of their conversation indexes
+    (autellix.gateway.conversations). Never raises: an unavailable table degrades to the replica's own
+    entries and index."""
+
+    hash_key: bytes
+    """The deployment's conversation-hash key (every replica's index uses it, so keys agree)."""
+
+    async def run(self, links: Callable[[], list[Entry]] | None = None) -> None:
+        """Background upkeep while the gateway serves (runs until cancelled); `links`: this replica's
+        conversation links, republished when the shared index lost them."""
+        ...
+
+    async def match(self, query: Query) -> tuple[str, str, str] | None:
+        """(program, thread, how) of the shared index for a call the replica could not place; None
+        when it places it nowhere either, or is unavailable."""
+        ...
+
+    def publish(self, links: list[Entry]) -> None:
+        """A finished call's conversation links, for the shared index."""
+        ...
+
+    async def settled(self) -> None:
+        """Wait (bounded) until the links published so far are in the shared index."""
+        ...
 
     async def pull(self, program_id: str, owner: Owner, create: bool = True) -> Snapshot | None | bool:
         """The program's snapshot (opened for `owner` when `create`); None when it is another owner's
         or missing; False when the shared table is unavailable."""
         ...
 
-    def push(self, program_id: str, thread: str, start_service: float, start_wait: float,
+    def push(self, program_id: str, owner: Owner, thread: str, start_service: float, start_wait: float,
              service: float, wait: float, engine: int | None) -> None:
         """One finished call's contribution (applied by the table's own rule)."""
         ...
@@ -95,11 +119,15 @@ class Sessions:
 
     async def pull(self, program_id: str | None, owner: Owner, create: bool = True) -> None:
         """Take the shared entry of `program_id` (no-op without `shared`); UnknownProgram when it is
-        another owner's (or missing and not `create`d). An unavailable store changes nothing."""
+        another owner's (or missing and not `create`d). An unavailable store changes nothing, except
+        that a read (not `create`) of a program this replica has not seen answers 503, not 404."""
         if self.shared is None or program_id is None:
             return
         snap = await self.shared.pull(program_id, owner, create)
         if snap is False:
+            if not create and program_id not in self.table:  # maybe another replica's: not known now
+                raise GatewayError(503, f"program {program_id!r}: the shared process table is unavailable "
+                                        "and this replica has not seen it; retry")
             return
         if snap is None:
             raise UnknownProgram(program_id)
@@ -175,8 +203,8 @@ class Sessions:
         program = call.program
         self.table.finish_call(call, self.clock())
         if self.shared is not None and not program.ephemeral:
-            self.shared.push(program.program_id, call.thread, call.start_service, call.start_wait,
-                             call.service, call.wait, program.engine)
+            self.shared.push(program.program_id, self.owners.get(program.program_id), call.thread,
+                             call.start_service, call.start_wait, call.service, call.wait, program.engine)
         if program.ephemeral and not program.calls:
             self.owners.pop(program.program_id, None)
             self._ended(program, "anonymous")

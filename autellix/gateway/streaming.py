@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import aiohttp
@@ -54,7 +54,8 @@ class RelayStream:
 
     def __init__(self, upstream: aiohttp.ClientResponse, headers: list[tuple[bytes, bytes]],
                  reader: StreamReader | None, on_error: Callable[[Exception], GatewayError],
-                 on_done: Callable[[StreamResult], None], strip_usage: bool = False) -> None:
+                 on_done: Callable[[StreamResult], None], strip_usage: bool = False,
+                 settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.upstream = upstream
         self.headers = headers
         self.reader = reader
@@ -62,6 +63,8 @@ class RelayStream:
         self.strip_usage = strip_usage
         self.on_error = on_error
         self.on_done = on_done
+        self.settle = settle
+        """Awaited once after `on_done`, before the client sees the end (a shared store's writes)."""
         self.result = StreamResult()
         self.finished = False
 
@@ -100,6 +103,7 @@ class RelayStream:
                 buffer = buffer[cut + 2:]
                 if self.result.ended:  # see below: charge before the client sees [DONE]
                     self._done()
+                    await self._settled()
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = buffer
@@ -109,7 +113,13 @@ class RelayStream:
         # Charge the call before the client sees the end of the stream ([DONE], or the last byte when an
         # engine sends none), so that a client reading its program right after already sees this call.
         self._done()
+        await self._settled()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    async def _settled(self) -> None:
+        settle, self.settle = self.settle, None
+        if settle is not None:
+            await settle()
 
     def _done(self) -> None:
         if not self.finished:

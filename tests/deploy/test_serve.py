@@ -124,3 +124,10 @@ def test_serve_options_after_the_model_stay_ours() -> None:
 
     args = parse_args(["serve", "/m", "--engines", "4", "--", "--tensor-parallel-size", "2"])
     assert (args.model, args.engines, args.vllm_args) == ("/m", 4, ["--tensor-parallel-size", "2"])
+
+
+def test_only_loopback_ray_addresses_pin_this_node_to_loopback() -> None:
+    from autellix.deploy.ray_engines import on_loopback
+
+    assert on_loopback("127.0.0.1:6379") and on_loopback("ray://localhost:10001")
+    assert not on_loopback("10.0.0.5:6379") and not on_loopback("ray://head:10001")
