@@ -68,7 +68,8 @@ async def program(session: aiohttp.ClientSession, url: str, n: int, rng: random.
         tally.fail(f"session {type(exc).__name__}")
 
 
-async def _program(session: aiohttp.ClientSession, url: str, n: int, rng: random.Random, tally: Tally) -> None:
+async def _program(session: aiohttp.ClientSession, url: str, n: int, rng: random.Random,
+                   tally: Tally) -> None:
     pid = f"soak-{n}"
     if rng.random() < 0.5:
         async with session.post(url + "/v1/programs", json={"program_id": pid}) as r:
@@ -129,12 +130,14 @@ async def soak(url: str, gw_pid: int, args: argparse.Namespace) -> int:
                       flush=True)
 
         await asyncio.gather(monitor(), *(lane() for _ in range(args.programs)))
-        print(f"load stopped; waiting {args.ttl * 1.5 + 5:.0f}s for abandoned programs to expire ...", flush=True)
+        print(f"load stopped; waiting {args.ttl * 1.5 + 5:.0f}s for abandoned programs to expire ...",
+              flush=True)
         await asyncio.sleep(args.ttl * 1.5 + 5)
         table_after = await gauge(session, url, "autellix_programs_active")
         active_after = await gauge(session, url, "autellix_calls_active")
     minute = max(1, min(6, len(samples) // 3))
-    first = statistics.median(s[1] for s in samples[minute:2 * minute]) if len(samples) >= 2 * minute else samples[0][1]
+    warm = samples[minute:2 * minute]
+    first = statistics.median(s[1] for s in warm) if len(samples) >= 2 * minute else samples[0][1]
     last = statistics.median(s[1] for s in samples[-minute:])
     print(f"\nsoak: {args.minutes:g} min, {args.programs} concurrent programs, {tally.programs} programs "
           f"finished ({tally.abandoned} abandoned)")
@@ -150,7 +153,8 @@ async def soak(url: str, gw_pid: int, args: argparse.Namespace) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--programs", type=int, default=300, help="concurrent programs")
     parser.add_argument("--ttl", type=float, default=20.0, help="gateway program TTL for this run (s)")
