@@ -41,11 +41,13 @@ def test_gateway_config_from_args(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTELLIX_API_KEYS", "k1,k2")
     monkeypatch.setenv("AUTELLIX_PREFILL_WEIGHT", "0.5")
     args = argparse.Namespace(api_key=["k3"], program_ttl=30.0, balancer="round_robin", long_prompt=99,
-                              infer_programs="off", user_programs=True, max_body_mb=0.5)
+                              infer_programs="off", user_programs=True, max_body_mb=0.5,
+                              model_alias=["claude-*=m"])
     config = serve.gateway_config(args, ["http://127.0.0.1:1"])
     assert config.api_keys == {"k1", "k2", "k3"} and config.balancer == "round_robin"
     assert not config.infer_programs and config.user_programs and config.max_body_bytes == 1 << 19
     assert config.policy.table_ttl == 30 and config.policy.prefill_weight == 0.5 and config.long_prompt == 99
+    assert config.model_aliases == (("claude-*", "m"),)
 
 
 def fake_start_engine(model: str, policy: str, port: int, *, log: Path, env: dict[str, str],
