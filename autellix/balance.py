@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from autellix.programs import Program
+from autellix.programs import ProgramState
 
 
 class NoHealthyEngine(RuntimeError):
@@ -36,7 +36,7 @@ class Balancer(ABC):
     name = "balancer"
 
     @abstractmethod
-    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+    def pick(self, program: ProgramState, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
         """The index of the engine for this call. Raises NoHealthyEngine when none is healthy."""
 
 
@@ -58,7 +58,7 @@ class RoundRobin(Balancer):
     def __init__(self) -> None:
         self._next = itertools.count()
 
-    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+    def pick(self, program: ProgramState, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
         up = _healthy(engines)
         return up[next(self._next) % len(up)].index
 
@@ -66,7 +66,7 @@ class RoundRobin(Balancer):
 class LeastUsed(Balancer):
     name = "least_used"
 
-    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+    def pick(self, program: ProgramState, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
         return least_used(engines)
 
 
@@ -78,7 +78,7 @@ class Locality(Balancer):
             raise ValueError(f"long_prompt: must be >= 0, got {long_prompt}")
         self.long_prompt = long_prompt
 
-    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+    def pick(self, program: ProgramState, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
         if prompt_tokens <= self.long_prompt:
             return least_used(engines)
         pinned = program.engine
@@ -94,7 +94,7 @@ class Sticky(Balancer):
 
     name = "sticky"
 
-    def pick(self, program: Program, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
+    def pick(self, program: ProgramState, prompt_tokens: int, engines: Sequence[EngineLoad]) -> int:
         key = program.program_id.encode()
         return max(_healthy(engines), key=lambda e: hashlib.blake2b(
             key + b"/" + str(e.index).encode(), digest_size=8).digest()).index

@@ -1,14 +1,14 @@
 """Programs, calls and the process table (docs/policy.md, 'Vocabulary and units').
 
 A *program* is one run of an agent; its *calls* are LLM requests, grouped into *threads* (parallel calls
-live on different threads). The process table maps program id -> Program and carries what program-level
+live on different threads). The process table maps program id -> ProgramState and carries what program-level
 scheduling needs: attained service, waiting time, engine pin and the active calls.
 
 Invariants:
-- `Program.service` and `Program.wait` never decrease: they only change through `finish_call` (and the
-  gateway snapshots of `new_call`, which can only raise them). The table's `rule` says how calls add up:
-  "total" adds every completed call (service += call.service); "critical_path" is the paper's ATLAS max
-  rule, service = max(service, call.start_service + call.service), the longest chain of calls. For a
+- `ProgramState.service` and `ProgramState.wait` never decrease: they only change through `finish_call`
+  (and the gateway snapshots of `new_call`, which can only raise them). The table's `rule` says how calls
+  add up: "total" adds every completed call (service += call.service); "critical_path" is the paper's ATLAS
+  max rule, service = max(service, call.start_service + call.service), the longest chain of calls. For a
   sequential program both are the running sum. Wait always follows the critical path,
   wait = max(wait, call.start_wait + call.wait): how long the program itself was held back, not the
   sum of its threads' waits (summing would promote a waiting five-branch program five times as fast).
@@ -47,7 +47,7 @@ class CallState(enum.IntEnum):
 
 
 @dataclass(slots=True, eq=False)
-class Program:
+class ProgramState:
     """One agent run. `calls` holds only active (not yet finished) calls, keyed by call id."""
 
     program_id: str
@@ -83,7 +83,7 @@ class Call:
     """
 
     call_id: str
-    program: Program
+    program: ProgramState
     thread: str
     prompt_tokens: int
     arrival: float
@@ -119,7 +119,7 @@ class Call:
 
 
 class ProcessTable:
-    """program id -> Program, with call creation, completion (`rule`, see the module docstring) and TTL
+    """program id -> ProgramState, with call creation, completion (`rule`, see the module docstring) and TTL
     expiry. Build it with the policy's settings: `PolicyConfig.new_table()`."""
 
     def __init__(self, ttl: float = 600.0, rule: str = "total") -> None:
@@ -129,7 +129,7 @@ class ProcessTable:
             raise ValueError(f"rule: must be one of {list(SERVICE_RULES)}, got {rule!r}")
         self.ttl = ttl
         self.critical_path = rule == "critical_path"
-        self.programs: dict[str, Program] = {}
+        self.programs: dict[str, ProgramState] = {}
         self._seq = itertools.count()
 
     def __len__(self) -> int:
@@ -138,23 +138,23 @@ class ProcessTable:
     def __contains__(self, program_id: str) -> bool:
         return program_id in self.programs
 
-    def start(self, program_id: str | None = None, now: float = 0.0) -> Program:
+    def start(self, program_id: str | None = None, now: float = 0.0) -> ProgramState:
         """Open a program (idempotent for an existing id); a new random id when none is given."""
         if program_id is None:
             program_id = uuid.uuid4().hex
         _check_id("program_id", program_id)
         program = self.programs.get(program_id)
         if program is None:
-            program = self.programs[program_id] = Program(program_id, created=now)
+            program = self.programs[program_id] = ProgramState(program_id, created=now)
         return program
 
-    def get(self, program_id: str) -> Program:
+    def get(self, program_id: str) -> ProgramState:
         try:
             return self.programs[program_id]
         except KeyError:
             raise UnknownProgram(program_id) from None
 
-    def end(self, program_id: str) -> Program:
+    def end(self, program_id: str) -> ProgramState:
         """Drop a program. Its active calls keep running; finishing them no longer touches the table."""
         program = self.get(program_id)
         del self.programs[program_id]

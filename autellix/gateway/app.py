@@ -47,7 +47,7 @@ from autellix.gateway.proxy import Proxy
 from autellix.gateway.response_store import ResponseStore
 from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
 from autellix.gateway.upstreams import UpstreamPool
-from autellix.programs import Program, UnknownProgram
+from autellix.programs import ProgramState, UnknownProgram
 
 log = logging.getLogger("autellix.gateway")
 Handler = Callable[[Request], Awaitable[ASGIApp]]
@@ -101,7 +101,7 @@ class Gateway:
         self.apis = wire_formats(self.responses)
         self._notices: set[asyncio.Task] = set()
 
-    def _program_ended(self, program: Program, how: str) -> None:
+    def _program_ended(self, program: ProgramState, how: str) -> None:
         """A program left the table (DELETE, the SDK's exit, TTL): count it, and tell the engines so
         they release its KV (docs/gateway.md, "Program end")."""
         self.metrics.program_ended(program, how)
@@ -239,7 +239,7 @@ class Gateway:
     async def metrics_text(self, request: Request) -> Response:
         return Response(self.metrics.render(), media_type=CONTENT_TYPE)
 
-    def _describe(self, program: Program) -> dict[str, object]:
+    def _describe(self, program: ProgramState) -> dict[str, object]:
         return self.sessions.describe(program, [e.name for e in self.pool.upstreams])
 
 

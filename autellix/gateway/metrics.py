@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.upstreams import UpstreamPool
-from autellix.programs import Program
+from autellix.programs import ProgramState
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, float("inf"))
@@ -64,7 +64,7 @@ class GatewayMetrics(Collector):
     def call_failed(self, engine: str, status: int) -> None:
         self.errors[(engine, str(status))] += 1
 
-    def program_ended(self, program: Program, how: str) -> None:
+    def program_ended(self, program: ProgramState, how: str) -> None:
         self.ended[how] += 1
         if program.completed_calls and program.last_completion >= program.created:
             self.program_latency.observe(program.last_completion - program.created)

@@ -5,7 +5,7 @@ Invariants:
 - A program is visible only to its owner (autellix.gateway.auth): `lookup` answers UnknownProgram for
   another owner's program exactly as for a missing one.
 - Every call opened by `begin_call` is closed by exactly one `finish_call` (the proxy guarantees it with
-  `finally`), so `Program.calls` cannot leak and TTL expiry (which skips programs with active calls)
+  `finally`), so `ProgramState.calls` cannot leak and TTL expiry (which skips programs with active calls)
   eventually drops every idle program.
 - Service and wait reach the table only through ProcessTable.finish_call (the policy's service rule).
 - With `shared` (a SharedTable: several gateway replicas, autellix.deploy.program_store on Ray), this
@@ -27,9 +27,9 @@ from autellix.gateway.conversations import Entry, Query
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.identity import Identity
 from autellix.policy.config import PolicyConfig
-from autellix.programs import Call, Program, UnknownProgram
+from autellix.programs import Call, ProgramState, UnknownProgram
 
-ProgramEnded = Callable[[Program, str], None]
+ProgramEnded = Callable[[ProgramState, str], None]
 """Hook called with (program, how) when a program leaves the table: "ended", "expired", "anonymous"."""
 
 
@@ -102,7 +102,7 @@ class Sessions:
 
     # -- programs ----------------------------------------------------------------------------------
 
-    def create(self, owner: Owner, program_id: str | None = None) -> Program:
+    def create(self, owner: Owner, program_id: str | None = None) -> ProgramState:
         """Open a program (a random id when none given). Re-opening your own id is idempotent."""
         if program_id is not None and program_id in self.table and self.owners.get(program_id) != owner:
             raise ProgramIdTaken(f"program id {program_id!r} is already in use")
@@ -111,7 +111,7 @@ class Sessions:
         self.sources.setdefault(program.program_id, "created")
         return program
 
-    def lookup(self, program_id: str, owner: Owner) -> Program:
+    def lookup(self, program_id: str, owner: Owner) -> ProgramState:
         program = self.table.get(program_id)
         if self.owners.get(program_id) != owner:
             raise UnknownProgram(program_id)
@@ -141,7 +141,7 @@ class Sessions:
         if engine is not None:
             program.engine = engine
 
-    def end(self, program_id: str, owner: Owner) -> Program:
+    def end(self, program_id: str, owner: Owner) -> ProgramState:
         program = self.lookup(program_id, owner)
         if self.shared is not None:
             self.shared.end(program_id)
@@ -154,7 +154,7 @@ class Sessions:
         """Drop programs idle for the TTL (ProcessTable.expire skips those with active calls)."""
         now = self.clock()
         cutoff = now - self.table.ttl
-        # Same predicate as ProcessTable.expire, evaluated first to keep the Program objects for hooks.
+        # Same predicate as ProcessTable.expire, evaluated first to keep the ProgramState objects for hooks.
         idle = [p for p in self.table.programs.values() if not p.calls and p.last_activity() <= cutoff]
         ids = self.table.expire(now)
         gone = set(ids)
@@ -171,7 +171,7 @@ class Sessions:
             await asyncio.sleep(period)
             self.expire()
 
-    def _ended(self, program: Program, how: str) -> None:
+    def _ended(self, program: ProgramState, how: str) -> None:
         self.sources.pop(program.program_id, None)
         self.parents.pop(program.program_id, None)
         if self.on_end is not None:
@@ -214,14 +214,14 @@ class Sessions:
     def wall(self, t: float) -> float | None:
         return None if t == float("-inf") else round(t + self._wall_offset, 3)
 
-    def listing(self, owner: Owner, after: str | None, limit: int) -> tuple[list[Program], bool]:
+    def listing(self, owner: Owner, after: str | None, limit: int) -> tuple[list[ProgramState], bool]:
         """The owner's live named programs in id order, the first `limit` after the id `after`; and
         whether more follow."""
         ids = sorted(pid for pid, o in self.owners.items()
                      if o == owner and (after is None or pid > after) and pid in self.sources)
         return [self.table.get(pid) for pid in ids[:limit]], len(ids) > limit
 
-    def describe(self, program: Program, engine_names: list[str]) -> dict[str, Any]:
+    def describe(self, program: ProgramState, engine_names: list[str]) -> dict[str, Any]:
         """The program's process-table entry as JSON (GET /v1/programs/{id})."""
         now = self.clock()
         return {

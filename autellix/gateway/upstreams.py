@@ -29,7 +29,7 @@ import aiohttp
 
 from autellix.balance import Balancer, EngineLoad, NoHealthyEngine, least_used
 from autellix.context import end_notice
-from autellix.programs import Program
+from autellix.programs import ProgramState
 
 log = logging.getLogger("autellix.gateway")
 
@@ -118,7 +118,8 @@ class UpstreamPool:
     def healthy_count(self) -> int:
         return sum(e.load.healthy for e in self.upstreams)
 
-    def pick(self, program: Program, prompt_tokens: int, exclude: frozenset[int] = frozenset()) -> Upstream:
+    def pick(self, program: ProgramState, prompt_tokens: int,
+             exclude: frozenset[int] = frozenset()) -> Upstream:
         """The engine for a call; raises NoHealthyEngine. `exclude`: engines that just failed to
         connect for this call (skipped even if their health flag has not caught up)."""
         return self.upstreams[self.balancer.pick(program, prompt_tokens, self._loads(exclude))]
