@@ -132,9 +132,10 @@ class WireFormat(ABC):
     def prompt_tokens(self, body: dict[str, Any], chars_per_token: float) -> int:
         """A rough prompt size for the balancer, before the engine has tokenized anything."""
 
-    @abstractmethod
     def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
-        """The body for the engine: usage requested, `context` (program xargs; may be empty) added."""
+        """The body for the engine: usage requested, `context` (program xargs; may be empty) added. By
+        default for APIs whose every answer carries its usage (Messages, Responses)."""
+        return Prepared(engine_body(body, context), body.get("stream") is True, True)
 
     @abstractmethod
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:

@@ -28,11 +28,9 @@ from typing import Any
 from autellix.gateway.api.base import (
     Answer,
     Event,
-    Prepared,
     StreamReader,
     Usage,
     WireFormat,
-    engine_body,
     json_or_none,
     text_chars,
 )
@@ -220,10 +218,6 @@ class Messages(WireFormat):
         messages = body.get("messages")
         n = len(messages) if isinstance(messages, list) else 0
         return int((text_chars(body.get("system")) + text_chars(messages)) / chars_per_token) + 4 * n
-
-    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
-        """Usage needs no asking (every answer carries it); the program context goes in `vllm_xargs`."""
-        return Prepared(engine_body(body, context), body.get("stream") is True, True)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)

@@ -27,12 +27,10 @@ from typing import Any
 from autellix.gateway.api.base import (
     Answer,
     Event,
-    Prepared,
     StreamReader,
     Turn,
     Usage,
     WireFormat,
-    engine_body,
     json_or_none,
     text_chars,
 )
@@ -236,9 +234,6 @@ class Responses(WireFormat):
         n = len(value) if isinstance(value, list) else 1
         chars = text_chars(body.get("instructions"), _ITEM_TEXT) + text_chars(value, _ITEM_TEXT)
         return int(chars / chars_per_token) + 4 * n
-
-    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
-        return Prepared(engine_body(body, context), body.get("stream") is True, True)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)
