@@ -58,6 +58,17 @@ def _session_calls(engine: ScriptedEngine, header: str, session: str, path: str)
     return sum(r["path"] == path and r["headers"].get(header) == session for r in engine.requests)
 
 
+def _two_runs_are_two_programs(run: Any, url: str, before: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two concurrent runs of a CLI (`run(i)` returns its output) finish their scripted loop and are
+    exactly two new programs; returns their entries."""
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(run, range(2)))
+    assert all("All done." in out for out in outputs), outputs
+    made = [p for pid, p in _programs(url).items() if pid not in before]
+    assert len(made) == 2, made
+    return made
+
+
 def test_claude_code_runs_are_programs_with_subagent_threads(gateway: Any, tmp_path: Path) -> None:
     engine, gw = gateway
     before = _programs(gw.url)
@@ -67,12 +78,7 @@ def test_claude_code_runs_are_programs_with_subagent_threads(gateway: Any, tmp_p
                      "claude-opus-4-5", "--dangerously-skip-permissions"], tmp_path / f"claude{i}",
                     {"ANTHROPIC_BASE_URL": gw.url, "ANTHROPIC_API_KEY": "sk-local"})
 
-    with ThreadPoolExecutor(2) as pool:
-        outputs = list(pool.map(run, range(2)))
-    assert all("All done." in out for out in outputs), outputs
-    made = [p for pid, p in _programs(gw.url).items() if pid not in before]
-    assert len(made) == 2, made
-    for p in made:
+    for p in _two_runs_are_two_programs(run, gw.url, before):
         calls = _session_calls(engine, "x-claude-code-session-id", p["id"], "/v1/messages")
         assert p["source"] == "claude-code" and p["completed_calls"] == calls >= 4, p
         subagents = [t for t in p["threads"] if t != "0"]
@@ -94,11 +100,6 @@ def test_codex_runs_are_programs(gateway: Any, tmp_path: Path) -> None:
                      "--dangerously-bypass-approvals-and-sandbox", "Print a word."], home,
                     {"AUTELLIX_KEY": "sk-local", "CODEX_HOME": str(home / ".codex")})
 
-    with ThreadPoolExecutor(2) as pool:
-        outputs = list(pool.map(run, range(2)))
-    assert all("All done." in out for out in outputs), outputs
-    made = [p for pid, p in _programs(gw.url).items() if pid not in before]
-    assert len(made) == 2, made
-    for p in made:
+    for p in _two_runs_are_two_programs(run, gw.url, before):
         calls = _session_calls(engine, "session-id", p["id"], "/v1/responses")
         assert p["source"] == "codex" and p["completed_calls"] == calls >= 2, p
