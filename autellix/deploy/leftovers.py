@@ -11,7 +11,11 @@ they live (`shm_in_use`), and the multiprocessing files (`psm_*`, `sem.mp-*`) th
 (`shm_names` before and after: some semaphores are opened only for a moment during start-up), and once
 the whole group is gone removes those that no live process uses (`remove_unused`). Invariant: a file
 some live process maps or holds open is never removed, so another engine's segments are safe even if
-they were recorded too.
+they were recorded too. "Uses" is decided by inode, not by name: glibc's sem_open creates a semaphore
+under a temporary name, maps it, then links it to its real name and unlinks the temporary one, so its
+creator's /proc/<pid>/maps shows only `/dev/shm/sem.XXXXXX (deleted)`. By name, a live engine's new
+semaphore looked unused, and burying a dead engine while another started once removed the starting
+engine's semaphore before its spawned child opened it (the child then failed to start).
 """
 
 from __future__ import annotations
@@ -43,20 +47,26 @@ def group_pids(pgid: int) -> list[int]:
 
 
 def shm_in_use(pids: Iterable[int]) -> set[str]:
-    """The /dev/shm files these processes map or hold open."""
-    found: set[str] = set()
+    """The /dev/shm files these processes map or hold open, by the name they were opened under."""
+    return {path for path, _ in _shm_used(pids)}
+
+
+def _shm_used(pids: Iterable[int]) -> set[tuple[str, int]]:
+    """(name, inode) of each /dev/shm file these processes map or hold open."""
+    found: set[tuple[str, int]] = set()
     for pid in pids:
         with contextlib.suppress(OSError):
             for line in (_PROC / str(pid) / "maps").read_text().splitlines():
-                at = line.find(SHM)
-                if at >= 0:
-                    found.add(line[at:].removesuffix(" (deleted)"))
+                # address perms offset dev inode pathname: the pathname may hold spaces
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].startswith(SHM):
+                    found.add((fields[5].removesuffix(" (deleted)"), int(fields[4])))
         with contextlib.suppress(OSError):
             for fd in (_PROC / str(pid) / "fd").iterdir():
                 with contextlib.suppress(OSError):
                     target = os.readlink(fd)
                     if target.startswith(SHM):
-                        found.add(target.removesuffix(" (deleted)"))
+                        found.add((target.removesuffix(" (deleted)"), os.stat(fd).st_ino))
     return found
 
 
@@ -73,12 +83,17 @@ def remove_unused(paths: Iterable[str]) -> list[str]:
     candidates = {p for p in paths if p.startswith(SHM) and os.path.exists(p)}
     if not candidates:
         return []
-    candidates -= shm_in_use(_proc_pids())
+    used = _shm_used(_proc_pids())
+    names, inodes = {name for name, _ in used}, {inode for _, inode in used}
     removed = []
-    for path in sorted(candidates):
-        with contextlib.suppress(FileNotFoundError):
+    for path in sorted(candidates - names):
+        try:
+            if os.stat(path).st_ino in inodes:  # e.g. a live semaphore its creator maps by another name
+                continue
             os.unlink(path)
-            removed.append(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
     return removed
 
 

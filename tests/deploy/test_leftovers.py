@@ -3,6 +3,7 @@ shared-memory segments and a real killed process group."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from multiprocessing import shared_memory
 
 import pytest
 
-from autellix.deploy.leftovers import group_pids, remove_unused, shm_in_use
+from autellix.deploy.leftovers import group_pids, remove_unused, shm_in_use, shm_names
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm") or not os.path.isdir("/proc"),
                                 reason="Linux /dev/shm and /proc only")
@@ -54,3 +55,17 @@ def test_a_killed_groups_segments_are_found_and_removed_and_live_ones_kept() -> 
             os.killpg(proc.pid, signal.SIGKILL)
         mine.close()
         mine.unlink()
+
+
+def test_a_live_semaphore_is_kept_though_its_creator_maps_it_by_another_name() -> None:
+    # glibc's sem_open maps a temporary file, then links it to the real name: the creator's maps show
+    # only `sem.XXXXXX (deleted)`. A spawn-context lock keeps its real name until the lock is freed.
+    before = shm_names()
+    lock = multiprocessing.get_context("spawn").Lock()
+    try:
+        new = {p for p in shm_names() - before if p.startswith("/dev/shm/sem.mp-")}
+        assert len(new) == 1, new
+        assert not new & shm_in_use([os.getpid()])  # by name it looks unused ...
+        assert remove_unused(new) == [] and os.path.exists(new.pop())  # ... by inode it is not
+    finally:
+        del lock

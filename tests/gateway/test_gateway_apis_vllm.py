@@ -20,7 +20,10 @@ from served_harness import Served, start_served, stop_served  # noqa: E402
 from test_gateway_agents_vllm import new_programs, programs  # noqa: E402
 
 SYSTEM = "You are a helpful assistant. Answer in one short sentence."
-CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+# An enum keeps a forced call short: with a free string the tiny model may write a city past max_tokens, and
+# vLLM's Messages route then fails (400) on the cut JSON it tries to decode as the tool's input.
+CITY = {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+        "required": ["city"]}
 WEATHER_A = {"name": "get_weather", "description": "The weather in a city.", "input_schema": CITY}
 WEATHER_R = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
              "parameters": CITY}
@@ -44,11 +47,8 @@ def test_anthropic_sdk_create_stream_and_tool_use(served: Served) -> None:
         messages: list[Any] = [{"role": "user", "content": f"What is the weather in {city}?"}]
         first = client.messages.create(model="claude-sonnet-4-5", system=SYSTEM, max_tokens=60,
                                        messages=messages, tools=[WEATHER_A],
-                                       tool_choice={"type": "any"})
+                                       tool_choice={"type": "any", "disable_parallel_tool_use": True})
         blocks = [b.model_dump(exclude_none=True) for b in first.content]
-        for b in blocks:  # the tiny model's arguments may be a string, which vLLM rejects when sent back
-            if b["type"] == "tool_use" and not isinstance(b.get("input"), dict):
-                b["input"] = {}
         messages.append({"role": "assistant", "content": blocks})
         uses = [b for b in first.content if b.type == "tool_use"]
         if uses:
