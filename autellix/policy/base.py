@@ -175,8 +175,9 @@ class Policy(ABC):
 
         Walk waiting calls best first; admit each that fits; when one does not fit, preempt running
         calls it clearly outranks (worst first, at most `max_preemptions` per call to schedule) until it
-        fits; stop at the first call that still does not fit. Running calls already hold their
-        resources in `budget`. Decisions are returned, not applied: the engine calls on_run /
+        fits; stop at the first call that still does not fit. `running` holds the calls the engine
+        offers as victims (those whose KV survives a preemption); all running calls already hold
+        their resources in `budget`. Decisions are returned, not applied: the engine calls on_run /
         on_preempt for what it actually does.
         """
         batch = Batch()

@@ -30,7 +30,8 @@ completion of calls live in running.py, their KV bookkeeping in residency.py.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+from itertools import islice
 
 from autellix.policy import Policy
 from autellix.policy.residency import ResidencyPolicy
@@ -158,20 +159,42 @@ class SimEngine(RunningCalls):
             self._preempt(self._worst(1)[0])
             self.stats.pressure_preemptions += 1
 
-    def _worst(self, m: int) -> list[Call] | list[SimCall]:
-        """The m worst running calls, best first (what schedule() may preempt: it pops at most
-        max_preemptions victims, worst first, so passing only these gives the same decision)."""
+    def _worst(self, m: int, keep: Callable[[SimCall], bool] | None = None) -> list[SimCall]:
+        """The m worst running calls that `keep` accepts (asked worst first), best first."""
         if self.levels is not None:
-            return self.levels.worst(m)
+            return self.levels.worst(m, keep)
         self._flush_all()
         rank = self.policy.rank
-        return sorted(self.running, key=lambda sc: rank(sc.call))[-m:] if m else []
+        ranked = sorted(self.running, key=lambda sc: rank(sc.call), reverse=True)
+        return list(islice((sc for sc in ranked if keep is None or keep(sc)), max(m, 0)))[::-1]
+
+    def _victims(self) -> list[Call]:
+        """The running calls a priority preemption may take, best first: the `max_preemptions` worst of
+        those whose KV survives it, i.e. decoding calls the swap space can still hold, counted worst first
+        (schedule() pops victims worst first, so passing only these gives the same decision). A call still
+        prefilling, or one without room on the host, would lose its computed KV and be recomputed:
+        docs/policy.md, rule 6."""
+        if not self.swap:
+            return []
+        room = self.kv.cpu_free()
+
+        def keeps_kv(sc: SimCall) -> bool:
+            nonlocal room
+            if sc.mode != DECODE:
+                return False
+            need = self.res.base(sc) + self.res.private(sc, self.step)  # the whole context swap_out copies
+            if need > room:
+                return False
+            room -= need
+            return True
+
+        return [sc.call for sc in self._worst(self.policy.config.max_preemptions, keeps_kv)]
 
     def _schedule(self) -> None:
         """The policy's batch against a SimBudget; when a call fits only if holds give way, they are
         released and the batch formed again (budget.py says why that equals releasing them mid-way)."""
         policy = self.policy
-        victims = [sc.call for sc in self._worst(policy.config.max_preemptions)]
+        victims = self._victims()
         dec = self.decoding
         seats = self.config.max_num_seqs - len(self.running)
         prefill = sum(sc.prefill_left for sc in self.prefilling)

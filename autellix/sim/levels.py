@@ -9,6 +9,7 @@ levels change), so `worst` never needs a full sort of the running set.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 
 from autellix.policy import LevelPolicy
 from autellix.sim.request import SimCall
@@ -40,13 +41,16 @@ class RunningLevels:
         del queue[i]
         sc.level_slot = -1
 
-    def worst(self, m: int) -> list[SimCall]:
-        """The m worst running calls in ascending rank order (best first)."""
+    def worst(self, m: int, keep: Callable[[SimCall], bool] | None = None) -> list[SimCall]:
+        """The m worst running calls (only those `keep` accepts, asked worst first) in ascending rank
+        order (best first)."""
         out: list[SimCall] = []
         if m <= 0:
             return out
         for queue in reversed(self.queues):
             for i in range(len(queue) - 1, -1, -1):
+                if keep is not None and not keep(queue[i][1]):
+                    continue
                 out.append(queue[i][1])
                 if len(out) == m:
                     out.reverse()

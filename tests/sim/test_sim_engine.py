@@ -224,3 +224,20 @@ def test_bad_engine_config():
         EngineConfig(max_num_seqs=64, max_batched_tokens=64)
     with pytest.raises(ValueError, match="policy"):
         simulate(generate("chat", 2, 1.0, 0), "lifo", COST)
+
+
+@pytest.mark.parametrize("policy", ["mlfq", "autellix"])
+def test_a_priority_preemption_never_discards_computed_kv(policy):
+    """Two seats and a roomy GPU pool: every preemption is for priority. Each takes a decoding call whose
+    whole context the swap space can hold, so none is recomputed; with a swap space too small for most
+    contexts, fewer preempt; with no swap (recompute mode), none does."""
+    programs = generate("chat", 24, 20.0, 1, scale=0.2)
+    roomy = tight(max_num_seqs=2, gpu_blocks=400, cpu_blocks=400)
+    runs = {cpu: simulate(programs, policy, COST, config=roomy.replace(cpu_blocks=cpu),
+                          policy_config=LEVELS).totals() for cpu in (400, 4)}
+    for t in runs.values():
+        assert t.pressure_preemptions == 0 and t.recompute_preemptions == 0
+        assert t.swap_outs == t.priority_preemptions
+    assert 0 < runs[4].priority_preemptions < runs[400].priority_preemptions
+    t = simulate(programs, policy, COST, config=roomy.replace(swap="recompute"), policy_config=LEVELS)
+    assert t.totals().priority_preemptions == 0
