@@ -46,8 +46,9 @@ from autellix.engine.config import resolve_config
 from autellix.engine.vllm_budget import EngineBudget
 from autellix.engine.vllm_holds import PluginHolds
 from autellix.engine.vllm_queue import LevelQueue
-from autellix.policy import LevelPolicy, Policy, make_policy
-from autellix.policy.residency import ResidencyPolicy
+from autellix.policy import Policy, make_policy
+from autellix.policy.residency import residency_for
+from autellix.policy.systems import system
 from autellix.programs import Call, CallState, ProcessTable
 
 logger = logging.getLogger("vllm.autellix")  # under vLLM's logger: same handler and format as the engine
@@ -76,7 +77,7 @@ class _AutellixMixin:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.autellix_name, config, self._trace = resolve_config(self.vllm_config.additional_config)
-        self.autellix = make_policy(self.autellix_name, config)
+        self.autellix = make_policy(system(self.autellix_name).order, config)
         self.table = config.new_table()
         self._tracks: dict[str, _Track] = {}       # request id -> track
         self._by_call: dict[Call, _Track] = {}
@@ -93,10 +94,10 @@ class _AutellixMixin:
             setattr(self, name, LevelQueue(self._queue_place))
         manager = self.kv_cache_manager
         self.holds: PluginHolds | None = None
-        if config.residency and manager.enable_caching and isinstance(self.autellix, LevelPolicy) \
-                and self.autellix.program_aware:
-            self.holds = PluginHolds(ResidencyPolicy(config, manager.block_pool.num_gpu_blocks), manager,
-                                     self.block_size)
+        residency = residency_for(system(self.autellix_name).residency, config,
+                                  manager.block_pool.num_gpu_blocks)
+        if residency is not None and manager.enable_caching:
+            self.holds = PluginHolds(residency, manager, self.block_size)
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------

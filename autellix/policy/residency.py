@@ -39,6 +39,9 @@ from autellix.policy.config import PolicyConfig
 
 MIN_REMAINING_S = 0.01
 """Floor of a hold's remaining time in its value (a program due back now is worth the most)."""
+CONTINUUM_TTL_QUANTILE = 0.9
+"""Continuum pins for a TTL taken from the observed tool-pause distribution; in its simplest form here,
+the 90th percentile of the pauses seen so far (docs/simulator.md)."""
 
 
 @dataclass(slots=True, eq=False)
@@ -250,3 +253,15 @@ class ResidencyPolicy:
         for hold in holds:
             self.release(hold)
         return holds
+
+
+def residency_for(mode: str, config: PolicyConfig, capacity: int) -> ResidencyPolicy | None:
+    """The residency policy of a system's `residency` mode (policy/systems.py) on an engine of `capacity`
+    blocks: "autellix": soft holds and the program gate, while `config.residency` is on; "continuum": hard
+    pins for a TTL (CONTINUUM_TTL_QUANTILE of the observed pauses), no gate; "": none."""
+    if mode == "autellix" and config.residency:
+        return ResidencyPolicy(config, capacity)
+    if mode == "continuum":
+        return ResidencyPolicy(config, capacity, soft=False, admission=False,
+                               ttl_quantile=CONTINUUM_TTL_QUANTILE)
+    return None

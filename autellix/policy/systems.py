@@ -64,7 +64,7 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     _plugin("autellix", "autellix"),
     System("autellix-lru", "autellix"),
     System("srpt", "srpt"),
-    System("continuum", "pfcfs", residency="continuum"),
+    System("continuum", "pfcfs", residency="continuum", plugin=True),
     System("thunderagent", "fcfs", pause_gate=True),
 )}
 """Every system by name (module docstring)."""

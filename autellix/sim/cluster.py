@@ -34,9 +34,9 @@ from collections.abc import Sequence
 from autellix.balance import make_balancer
 from autellix.policy import PolicyConfig, make_policy
 from autellix.policy.pause_gate import PauseGate
-from autellix.policy.residency import ResidencyPolicy
+from autellix.policy.residency import ResidencyPolicy, residency_for
 from autellix.policy.systems import system
-from autellix.sim.config import CONTINUUM_TTL_QUANTILE, EngineConfig
+from autellix.sim.config import EngineConfig
 from autellix.sim.cost import CostModel
 from autellix.sim.driver import ProgramRun
 from autellix.sim.engine import SimEngine
@@ -96,13 +96,8 @@ class Cluster:
 
     def _residency(self, gpu_blocks: int) -> tuple[ResidencyPolicy | None, bool]:
         """(the engine's residency policy, whether ended programs' cache is evicted first)."""
-        mode, pc = self.system.residency, self.policy_config
-        if mode == "autellix" and pc.residency:
-            return ResidencyPolicy(pc, gpu_blocks), True
-        if mode == "continuum":
-            return ResidencyPolicy(pc, gpu_blocks, soft=False, admission=False,
-                                   ttl_quantile=CONTINUUM_TTL_QUANTILE), False
-        return None, False
+        residency = residency_for(self.system.residency, self.policy_config, gpu_blocks)
+        return residency, residency is not None and residency.soft
 
     def _push(self, t: float, phase: int, a: object, b: object) -> None:
         heapq.heappush(self._heap, (t, phase, next(self._seq), a, b))

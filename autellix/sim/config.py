@@ -12,9 +12,6 @@ if TYPE_CHECKING:
     from autellix.sim.cost import CostModel
 
 SWAP_MODES = ("batched", "per-block", "recompute")
-CONTINUUM_TTL_QUANTILE = 0.9
-"""Continuum pins for a TTL taken from the observed tool-pause distribution; in its simplest form here,
-the 90th percentile of the pauses seen so far (docs/simulator.md)."""
 
 
 @dataclass(frozen=True, slots=True)

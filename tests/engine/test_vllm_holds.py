@@ -169,3 +169,30 @@ def test_a_program_end_notice_releases_the_programs_holds_and_holds_nothing_itse
     assert set(sched.holds.blocks) == {"o1"}  # the agent's hold went at once; the notice took none
     assert sched.autellix_stats["problems"] == 0
     check_refs(sched)
+
+
+def test_continuum_pins_a_history_hard_until_its_ttl(monkeypatch):
+    """`continuum` in the plugin (policy/systems.py): program-level FCFS with Continuum's hard pins. A pin
+    keeps the history through fillers like a hold, but never gives way to memory pressure: a call that
+    needs the pinned blocks waits until the pin's TTL (before any pause is seen: hold_prior_s) passes."""
+    clock = [1000.0]
+    monkeypatch.setattr("autellix.engine.vllm_holds.time.monotonic", lambda: clock[0])
+    sched = make_scheduler("continuum", num_blocks=32, max_num_seqs=2, hold_prior_s=5.0)
+    assert sched.holds is not None and sched.holds.gate is None and not sched.holds.policy.soft
+    run = Runner(sched)
+    run_call(run, "agent", "a1")
+    for k in range(6):  # anonymous one-call fillers (a live program's would be pinned too)
+        run.add(make_request(None, prompt_tokens=200, max_tokens=4, request_id=f"f{k}"))
+        run.run()
+    assert sched.holds.held == 10 and "a1" in sched.holds.blocks
+    run.add(make_request(ctx("big"), prompt_tokens=400, max_tokens=4, request_id="b1"))  # 26 blocks: 21 free
+    for _ in range(5):
+        run.step()
+    assert "b1" not in run.hits and sched.holds.held == 10  # the pin holds: the call waits
+    check_refs(sched)
+    clock[0] += 5.0  # the TTL passes
+    run.run()
+    assert "b1" in run.finished and set(sched.holds.blocks) == {"b1"}  # a1's pin expired; b1's is new
+    counters = sched.holds.policy.counters
+    assert counters.holds_released_pressure == 0 and counters.holds_expired == 1
+    check_refs(sched)
