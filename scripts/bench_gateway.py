@@ -151,10 +151,12 @@ def inference_cost(gateways: dict[str, tuple[int, int]], tokens: int, turns: int
     lat: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     rates: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
     cpu: dict[tuple[str, str], list[float]] = {run: [] for run in runs}
-    for _ in range(3):
+    for api, setting in runs:  # warm-up: one chain each
+        asyncio.run(latencies(gateways[setting][0], 0, body=chains[api].body, path=PATHS[api], warmup=turns))
+    for _ in range(max(3, calls // (3 * turns))):  # one chain per block: noise bursts hit every run alike
         for api, setting in runs:
-            lat[api, setting] += asyncio.run(latencies(gateways[setting][0], calls // 6,
-                                                       body=chains[api].body, path=PATHS[api]))
+            lat[api, setting] += asyncio.run(latencies(gateways[setting][0], turns, body=chains[api].body,
+                                                       path=PATHS[api], warmup=0))
     for _ in range(5):  # the machine is shared and noisy: alternate, repeat, report the spread
         for api, setting in runs:
             port, pid = gateways[setting]

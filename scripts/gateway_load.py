@@ -166,19 +166,19 @@ def _body(body: Body, conn: int, i: int) -> bytes:
     return body if isinstance(body, bytes) else body(conn, i)
 
 
-async def latencies(port: int, calls: int, headers: str = "", body: Body = BODY, path: str = CHAT
-                    ) -> list[float]:
-    """Seconds per call, one call at a time, after 50 warm-up calls."""
+async def latencies(port: int, calls: int, headers: str = "", body: Body = BODY, path: str = CHAT,
+                    warmup: int = 50) -> list[float]:
+    """Seconds per call, one call at a time, after `warmup` calls (not counted) on a new connection."""
     conn = await Conn.open(port)
     out = []
     try:
-        for i in range(calls + 50):
+        for i in range(calls + warmup):
             data = _body(body, 0, i)
             t0 = time.perf_counter()
             status, _ = await conn.post(path, data, headers)
             if status != 200:
                 raise RuntimeError(f"status {status}")
-            if i >= 50:  # warm-up excluded
+            if i >= warmup:
                 out.append(time.perf_counter() - t0)
     finally:
         conn.close()
