@@ -26,9 +26,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gateway import BODY, start_processes  # noqa: E402
-
-STREAM_BODY = BODY[:-1] + b',"stream":true}'
+from gateway_load import BODY, STREAM_BODY, start_processes  # noqa: E402
 
 
 @dataclass

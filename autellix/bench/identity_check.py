@@ -10,6 +10,9 @@ chat calls are rebuilt from it, the way the agent's client built them:
   parent's prompt: a user message with that text (an empty output in the trace is a tool call, so the
   reply is an assistant tool call and the added messages start with its tool result);
 - the engine answers each call with the output the trace recorded for it (TraceEngine).
+The same calls go out over any API the gateway serves (`api`: chat completions, Anthropic Messages,
+OpenAI Responses), each in that API's request shape and answered in its answer shape
+(autellix.bench.api_shapes); no call names its program.
 Every conversation starts with the same SYSTEM prompt, on purpose: a shared prefix must not merge.
 A tau-bench session holds two conversations (the agent's and the simulated user's), each quoting the
 other's replies; the session is one program (one task run), so the check counts calls against sessions.
@@ -34,6 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from autellix.bench.api_shapes import PATHS, answer, answer_events, request_body
 from autellix.workloads.data import data_dir
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant that can use tools."}
@@ -103,53 +107,44 @@ def load_sessions(sources: tuple[str, ...] = SOURCES) -> list[Session]:
 
 class TraceEngine:
     """A stand-in engine (FAKE: it isolates attribution from generation) answering each call with the
-    output the trace recorded, found by the `x-trace-call` header the replayer sends."""
+    output the trace recorded, found by the `x-trace-call` header the replayer sends, in the shape of
+    the API whose route the gateway forwarded the call to (the engine's same path)."""
 
     def __init__(self, sessions: list[Session]) -> None:
         self.replies = {c.key: c.reply for s in sessions for c in s.calls}
-        self.app = Starlette(routes=[Route("/health", self.health),
-                                     Route("/v1/chat/completions", self.chat, methods=["POST"])])
+        routes = [Route(path, self.answer, methods=["POST"]) for path in PATHS.values()]
+        self.app = Starlette(routes=[Route("/health", self.health), *routes])
 
     async def health(self, request: Request) -> Response:
         return Response(status_code=200)
 
-    async def chat(self, request: Request) -> Response:
+    async def answer(self, request: Request) -> Response:
         body = await request.json()
+        api = next(api for api, path in PATHS.items() if path == request.url.path)
         reply = self.replies[request.headers["x-trace-call"]]
-        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
         if not body.get("stream"):
-            return JSONResponse({"id": "trace", "object": "chat.completion", "usage": usage,
-                                 "choices": [{"index": 0, "message": reply, "finish_reason": "stop"}]})
-        return StreamingResponse(_sse(reply, usage), media_type="text/event-stream")
+            return JSONResponse(answer(api, reply))
+        return StreamingResponse(answer_events(api, reply), media_type="text/event-stream")
 
 
-async def _sse(reply: dict[str, Any], usage: dict[str, int]) -> Any:
-    text = reply["content"]
-    pieces: list[dict[str, Any]] = [{"content": text[i:i + 40]} for i in range(0, len(text), 40)]
-    pieces += [{"tool_calls": [{"index": 0, "id": c["id"], "function": c["function"]}]}
-               for c in reply.get("tool_calls", ())]
-    for delta in [{"role": "assistant", "content": ""}, *pieces]:
-        yield f"data: {json.dumps({'choices': [{'index': 0, 'delta': delta}]})}\n\n"
-    yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
-
-
-async def replay(gateway_url: str, sessions: list[Session], seed: int = 0) -> dict[str, str]:
-    """Every session at once, its calls in order (random small gaps interleave them); returns the
-    program the gateway named for each call."""
+async def replay(gateway_url: str, sessions: list[Session], seed: int = 0, api: str = "chat"
+                 ) -> dict[str, str]:
+    """Every session at once, its calls in order (random small gaps interleave them), each in `api`'s
+    request shape (autellix.bench.api_shapes); returns the program the gateway named for each call."""
     rng = random.Random(seed)
     named: dict[str, str] = {}
 
     async def run(session: Session, http: aiohttp.ClientSession) -> None:
         for call in session.calls:
             await asyncio.sleep(rng.uniform(0, 0.02))
-            body = {"model": "trace", "messages": call.messages, "stream": call.stream}
-            async with http.post(gateway_url + "/v1/chat/completions", json=body,
+            body = request_body(api, call.messages, call.stream)
+            async with http.post(gateway_url + PATHS[api], json=body,
                                  headers={"x-trace-call": call.key}) as resp:
                 await resp.read()
                 if resp.status != 200:
                     raise RuntimeError(f"{call.key}: gateway answered {resp.status}")
-                named[call.key] = resp.headers["x-autellix-program"]
+                # an anonymous call (inference off) is a one-call program of its own
+                named[call.key] = resp.headers.get("x-autellix-program", "anonymous:" + call.key)
 
     async with aiohttp.ClientSession() as http:
         await asyncio.gather(*(run(s, http) for s in sessions))
@@ -187,8 +182,9 @@ def score(sessions: list[Session], named: dict[str, str]) -> Attribution:
                        sessions=len(sessions), programs=len(members))
 
 
-def run_check(sessions: list[Session], seed: int = 0, infer: bool = True) -> Attribution:
-    """Replay `sessions` through a real gateway (uvicorn, loopback) in front of a TraceEngine."""
+def run_check(sessions: list[Session], seed: int = 0, infer: bool = True, api: str = "chat") -> Attribution:
+    """Replay `sessions` as `api` calls through a real gateway (uvicorn, loopback) in front of a
+    TraceEngine."""
     import socket
     import threading
     import time
@@ -197,24 +193,26 @@ def run_check(sessions: list[Session], seed: int = 0, infer: bool = True) -> Att
 
     from autellix.gateway import GatewayConfig, create_app
 
-    def serve(app: Any) -> tuple[uvicorn.Server, str]:
+    def serve(app: Any) -> tuple[uvicorn.Server, str, threading.Thread]:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                                lifespan="on"))
-        threading.Thread(target=server.run, daemon=True).start()
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
         deadline = time.monotonic() + 10
         while not server.started:
             if time.monotonic() > deadline:
                 raise RuntimeError("replay server did not start")
             time.sleep(0.01)
-        return server, f"http://127.0.0.1:{port}"
+        return server, f"http://127.0.0.1:{port}", thread
 
-    engine, engine_url = serve(TraceEngine(sessions).app)
-    gateway, gateway_url = serve(create_app(GatewayConfig(engines=(engine_url,), infer_programs=infer)))
+    engine = serve(TraceEngine(sessions).app)
+    gateway = serve(create_app(GatewayConfig(engines=(engine[1],), infer_programs=infer)))
     try:
-        return score(sessions, asyncio.run(replay(gateway_url, sessions, seed)))
+        return score(sessions, asyncio.run(replay(gateway[1], sessions, seed, api)))
     finally:
-        for server in (gateway, engine):
+        for server, _, thread in (gateway, engine):  # the gateway first: it never probes a stopped engine
             server.should_exit = True
+            thread.join(timeout=10)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from gateway_harness import Harness, MakeHarness
 
-from autellix.bench.identity_check import load_sessions, run_check
+from autellix.bench.api_shapes import APIS
+from autellix.bench.identity_check import SOURCES, load_sessions, run_check
 
 SYSTEM = {"role": "system", "content": "You are a helpful agent."}
 
@@ -103,4 +105,17 @@ def test_real_agent_sessions_replayed_interleaved_are_attributed_right() -> None
     sessions = load_sessions()
     assert len(sessions) >= 30 and sum(len(s.calls) for s in sessions) >= 600
     result = run_check(sessions, seed=7)
+    assert result.share >= 0.99 and result.merged_programs == 0, result
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_slice_of_the_sessions_replayed_over_each_api_is_attributed_right(api: str) -> None:
+    """The same ground truth in each API's own request shape (Messages: top-level system, content
+    blocks, tool_use / tool_result; Responses: instructions, input items, function_call /
+    function_call_output, store false, the whole input each turn): a quarter of the sessions, both
+    agents, tool calls and the simulated user's hand-offs included."""
+    sessions = load_sessions()[::4]
+    assert {s.session_id.split(":")[0] for s in sessions} == set(SOURCES)
+    assert sum(bool(c.reply.get("tool_calls")) for s in sessions for c in s.calls) >= 30
+    result = run_check(sessions, seed=3, api=api)
     assert result.share >= 0.99 and result.merged_programs == 0, result

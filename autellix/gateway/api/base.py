@@ -172,3 +172,27 @@ def text_chars(value: object, keys: tuple[str, ...] = ("text", "content")) -> in
     if isinstance(value, dict):
         return sum(text_chars(value.get(k), keys) for k in keys)
     return 0
+
+
+def history_chars(entries: object, keys: tuple[str, ...]) -> int:
+    """Characters of the texts of a list of messages or items (size estimates): under each entry's `keys`,
+    a string, or parts whose string `text` counts (other parts, and anything else: text_chars). One flat
+    loop over the two common levels, since it runs on every call over every entry of its history."""
+    if not isinstance(entries, list):
+        return text_chars(entries, keys)
+    total = 0
+    for entry in entries:
+        if not isinstance(entry, dict):
+            total += text_chars(entry, keys)
+            continue
+        for key in keys:
+            value = entry.get(key)
+            if isinstance(value, str):
+                total += len(value)
+            elif isinstance(value, list):
+                for part in value:
+                    text = part.get("text") if isinstance(part, dict) else None
+                    total += len(text) if isinstance(text, str) else text_chars(part)
+            elif value is not None:
+                total += text_chars(value)
+    return total

@@ -7,7 +7,7 @@ items, then the call's own input), so engines get stateless requests and any eng
 A successful answer is stored unless the call says `store: false`. The engine's response object is
 relayed as it is (its `previous_response_id` is null: the engine never saw one).
 
-Conversation (for the conversation index, normalised to chat messages by `to_chat`): `instructions` is
+Conversation (for the conversation index, normalised to chat messages by `items_to_chat`): `instructions` is
 a system message; a string `input` is one user message; input items: a `message` item (role, its text
 parts joined) is a message; consecutive assistant-side items (assistant messages, `*_call` items,
 reasoning ignored) are one assistant message whose tool calls are the calls' `call_id`s and names, as
@@ -31,6 +31,7 @@ from autellix.gateway.api.base import (
     Turn,
     Usage,
     WireFormat,
+    history_chars,
     json_or_none,
     text_chars,
 )
@@ -38,8 +39,8 @@ from autellix.gateway.conversations import ConversationIndex, Inference, Malform
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.response_store import ResponseStore, Stored
 
-_ITEM_TEXT = ("text", "content", "output", "arguments")
-"""Fields of Responses input items that hold text (size estimates)."""
+_ITEM_TEXT = ("content", "output", "arguments")
+"""Fields of Responses input items that hold text, a string or parts (size estimates)."""
 
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _KEPT = frozenset({"completed", "incomplete"})
@@ -78,6 +79,15 @@ def _text(content: object, where: str) -> str:
     return "".join(texts)
 
 
+def _one_text(content: object) -> str | None:
+    """The text of the common content, a string or a single text part; None for any other (`_text` reads
+    it). A fast path with `_text`'s result: it runs for every message item of every call's history."""
+    if isinstance(content, list) and len(content) == 1:
+        part = content[0]
+        content = part.get("text") if isinstance(part, dict) and part.get("type") in _TEXT_PARTS else None
+    return content if isinstance(content, str) else None
+
+
 def items_to_chat(items: list[Any], where: str = "input") -> list[dict[str, Any]]:
     """Input or output items as chat messages (module doc); raises MalformedMessages."""
     out: list[dict[str, Any]] = []
@@ -91,30 +101,33 @@ def items_to_chat(items: list[Any], where: str = "input") -> list[dict[str, Any]
             calls.clear()
 
     for i, item in enumerate(items):
-        at = f"{where}[{i}]"
+        # labels (f"{where}[{i}]") only on the error paths: this loop runs over every item of every call
         if not isinstance(item, dict):
-            raise MalformedMessages(f"{at}: must be an object, got {type(item).__name__}")
+            raise MalformedMessages(f"{where}[{i}]: must be an object, got {type(item).__name__}")
         kind = item.get("type", "message")
         if not isinstance(kind, str):
-            raise MalformedMessages(f"{at}.type: must be a string")
+            raise MalformedMessages(f"{where}[{i}].type: must be a string")
         if kind == "reasoning":
             continue
         if kind == "message":
             role = item.get("role")
             if not isinstance(role, str) or not role:
-                raise MalformedMessages(f"{at}.role: must be a non-empty string")
+                raise MalformedMessages(f"{where}[{i}].role: must be a non-empty string")
+            text = _one_text(item.get("content"))
+            if text is None:
+                text = _text(item.get("content"), f"{where}[{i}].content")
             if role == "assistant":
-                texts.append(_text(item.get("content"), f"{at}.content"))
+                texts.append(text)
                 continue
             flush()
-            out.append({"role": role, "content": _text(item.get("content"), f"{at}.content")})
+            out.append({"role": role, "content": text})
         elif kind.endswith("_call"):
             calls.append({"id": str(item.get("call_id") or item.get("id") or ""),
                           "function": {"name": str(item.get("name") or kind)}})
         elif kind.endswith("_call_output"):
             flush()
             output = item.get("output")
-            text = output if isinstance(output, str) else _text(output, f"{at}.output") \
+            text = output if isinstance(output, str) else _text(output, f"{where}[{i}].output") \
                 if isinstance(output, list) else json.dumps(output, sort_keys=True, default=str)
             out.append({"role": "tool", "content": text, "tool_call_id": str(item.get("call_id", ""))})
         else:
@@ -232,7 +245,7 @@ class Responses(WireFormat):
         """Characters of the instructions and input texts / chars_per_token, plus 4 per item."""
         value = body.get("input")
         n = len(value) if isinstance(value, list) else 1
-        chars = text_chars(body.get("instructions"), _ITEM_TEXT) + text_chars(value, _ITEM_TEXT)
+        chars = text_chars(body.get("instructions")) + history_chars(value, _ITEM_TEXT)
         return int(chars / chars_per_token) + 4 * n
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
