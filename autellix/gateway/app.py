@@ -135,13 +135,7 @@ class Gateway:
         log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
         if self.pausing is not None:  # the KV capacity before the first call
             await self.pool.scrape_all()
-            capacity = self._kv_capacity()
-            if capacity is None:
-                log.warning("pause gate: no engine reports its KV cache (vllm:cache_config_info on "
-                            "/metrics) yet; nothing waits until one does (or set --kv-capacity)")
-            else:
-                log.info("pause gate: KV capacity %d tokens, threshold %.2f", capacity,
-                         self.config.policy.admit_high)
+            self.pausing.report()
         tasks = [asyncio.create_task(self.pool.run_health_loop()),
                  asyncio.create_task(self.sessions.run_expiry_loop())]
         if self.ray_engines is not None:

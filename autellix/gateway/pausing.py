@@ -34,6 +34,7 @@ table entry, so a late call of an ended program whose id was reused never touche
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ from autellix.gateway.errors import GatewayError
 from autellix.gateway.streaming import wait_disconnect
 from autellix.policy.pause_gate import PauseGate
 from autellix.programs import Call, ProgramState
+
+log = logging.getLogger("autellix.gateway")
 
 
 @dataclass(eq=False, slots=True)
@@ -128,6 +131,15 @@ class Pausing:
             for waiter in self.waiting.pop(pid, ()):
                 self.gate.started(pid, waiter.call.prompt_tokens)
                 waiter.woken.set_result(True)
+
+    def report(self) -> None:
+        """Log the capacity the gate works with (once the engines were first scraped)."""
+        capacity = self.capacity()
+        if capacity is None:
+            log.warning("pause gate: no engine reports its KV cache (vllm:cache_config_info on /metrics) "
+                        "yet; nothing waits until one does (or set --kv-capacity)")
+        else:
+            log.info("pause gate: KV capacity %d tokens, threshold %.2f", capacity, self.gate.threshold)
 
     def _withdraw(self, waiter: _Waiter) -> None:
         """A waiting call leaves before it ran: counted already (woken, then cancelled), it is left;
