@@ -5,7 +5,8 @@ slice), waits until all answer /health while showing progress, then serves the g
 Ctrl-C or SIGTERM, and then stops every engine (whole process groups). `--engine-url` attaches engines
 that run elsewhere (the multi-machine path); with it, no local engine starts unless --engines is given.
 `--ray [ADDRESS]` lets Ray place, restart and scale the engines on its cluster instead (docs/deploy.md).
-Arguments after `--` go to every vLLM engine unchanged.
+Arguments after `--` go to every vLLM engine unchanged. `--policy thunderagent` starts stock vLLM
+engines and turns on the gateway's pause gate (ThunderAgent's rule: autellix.gateway.pausing).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from autellix.gateway.config import GatewayConfig
 from autellix.policy.config import PolicyConfig
+from autellix.policy.systems import system
 
 if TYPE_CHECKING:
     from autellix.deploy.ray_engines import RayEngines
@@ -45,7 +47,7 @@ def _alias(text: str) -> str:
 
 def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
     from autellix.balance import BALANCERS
-    from autellix.policy.systems import ENGINE_SYSTEMS
+    from autellix.policy.systems import SERVE_SYSTEMS
 
     p = subparsers.add_parser(
         "serve", help="serve an OpenAI-compatible gateway over N vLLM engines with Autellix scheduling",
@@ -55,7 +57,12 @@ def add_serve_commands(subparsers: argparse._SubParsersAction) -> None:
                    help="local engines to start (default 1, or 0 when --engine-url is given)")
     p.add_argument("--engine-url", action="append", default=[], metavar="URL",
                    help="attach an engine already running at URL (repeatable)")
-    p.add_argument("--policy", default="autellix", choices=ENGINE_SYSTEMS, help="engine scheduling policy")
+    p.add_argument("--policy", default="autellix", choices=SERVE_SYSTEMS,
+                   help="scheduling system: `vllm` = stock engines; `thunderagent` = stock engines behind "
+                        "the gateway's pause gate (ThunderAgent); the others run in the engines' plugin")
+    p.add_argument("--kv-capacity", type=int, default=None, metavar="TOKENS",
+                   help="thunderagent: the engines' total KV cache in tokens (default: what each engine's "
+                        "/metrics reports, vllm:cache_config_info num_gpu_blocks x block_size)")
     p.add_argument("--balancer", default="locality", choices=sorted(BALANCERS))
     p.add_argument("--host", default="127.0.0.1", help="gateway address (0.0.0.0 for all interfaces)")
     p.add_argument("--port", type=int, default=8000, help="gateway port")
@@ -105,8 +112,8 @@ def gateway_config(args: argparse.Namespace, urls: list[str], dynamic: bool = Fa
     if args.program_ttl is not None:
         policy = policy.replace(table_ttl=args.program_ttl)
     return GatewayConfig(engines=tuple(urls), dynamic_engines=dynamic, balancer=args.balancer,
-                         long_prompt=args.long_prompt,
-                         api_keys=frozenset(keys), policy=policy,
+                         long_prompt=args.long_prompt, system=args.policy,
+                         kv_capacity_tokens=args.kv_capacity, api_keys=frozenset(keys), policy=policy,
                          infer_programs=args.infer_programs == "on", user_programs=args.user_programs,
                          max_body_bytes=int(args.max_body_mb * (1 << 20)),
                          model_aliases=tuple(tuple(a.split("=", 1)) for a in args.model_alias))
@@ -161,8 +168,9 @@ def _make_supervisor(args: argparse.Namespace, n: int, base_port: int, extra: li
     model = resolve_model(args.model)
     log_dir = args.log_dir or cache_root() / "logs" / f"serve-{args.port}"
     kwargs = {"max_num_seqs": args.max_num_seqs, "eager": args.eager, "extra": extra}
-    print(f"starting {n} engine(s): {model} policy={args.policy}", file=sys.stderr, flush=True)
-    return Supervisor(model, args.policy, [base_port + i for i in range(n)], log_dir, kwargs,
+    engine = system(args.policy).engine
+    print(f"starting {n} engine(s): {model} policy={engine}", file=sys.stderr, flush=True)
+    return Supervisor(model, engine, [base_port + i for i in range(n)], log_dir, kwargs,
                       restart=not args.no_restart, report=lambda m: print(m, file=sys.stderr, flush=True))
 
 
@@ -244,9 +252,10 @@ def _serve_on_ray(args: argparse.Namespace) -> int:
     model = resolve_model(args.model)  # the same path must hold the model on every node
     cpus, gpus = engine_resources(list(args.vllm_args), gpu_build=not on_cpu_build())
     kwargs = {"max_num_seqs": args.max_num_seqs, "eager": args.eager, "extra": list(args.vllm_args)}
-    print(f"starting {n} engine(s) on Ray ({args.ray or 'a local cluster'}): {model} policy={args.policy}, "
+    engine = system(args.policy).engine
+    print(f"starting {n} engine(s) on Ray ({args.ray or 'a local cluster'}): {model} policy={engine}, "
           f"{cpus:g} CPU and {gpus:g} GPU each", file=sys.stderr, flush=True)
-    engines = RayEngines(args.ray or None, str(model), args.policy, kwargs, cpus=cpus, gpus=gpus)
+    engines = RayEngines(args.ray or None, str(model), engine, kwargs, cpus=cpus, gpus=gpus)
     import ray
 
     print(f"Ray cluster at {ray.get_runtime_context().gcs_address} (further replicas: --ray ADDRESS "
@@ -274,7 +283,8 @@ def _run_gateway(config: GatewayConfig, host: str, port: int, ray_engines: RayEn
 
     app = create_app(config, ray_engines, shared)
     names = ", ".join(f"engine-{i}={u}" for i, u in enumerate(config.engines)) or "engines from Ray"
-    print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer})",
+    gate = "; pause gate on" if config.pause_gate else ""
+    print(f"gateway on http://{host}:{port}/v1  ({names}; balancer={config.balancer}{gate})",
           file=sys.stderr, flush=True)
     # uvicorn turns SIGINT/SIGTERM into a graceful shutdown, then re-raises the signal, which lands in
     # our handlers (KeyboardInterrupt / _terminate): the caller's `finally` then stops the engines.

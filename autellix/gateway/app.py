@@ -43,6 +43,7 @@ from autellix.gateway.conversations import ConversationIndex
 from autellix.gateway.errors import GatewayError
 from autellix.gateway.identity import Identifier, valid_id
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from autellix.gateway.pausing import Pausing
 from autellix.gateway.proxy import Proxy
 from autellix.gateway.response_store import ResponseStore
 from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
@@ -95,18 +96,27 @@ class Gateway:
                                                 publish=shared.publish if shared is not None else None)
                               if config.infer_programs else None)
         self.identifier = Identifier(self.conversations, config.user_programs)
+        self.pausing = Pausing(config.policy.admit_high, self._kv_capacity) if config.pause_gate else None
+        if self.pausing is not None:
+            self.pool.on_scraped = self.pausing.rebalance  # a capacity learned or changed applies now
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
-                           config.max_body_bytes, config.model_aliases)
+                           config.max_body_bytes, config.model_aliases, self.pausing)
         self.responses = ResponseStore(config.responses_max_bytes, config.responses_ttl)
         self.apis = wire_formats(self.responses)
         self._notices: set[asyncio.Task] = set()
 
+    def _kv_capacity(self) -> int | None:
+        """The engines' KV cache in tokens, for the pause gate: configured, else as they report it."""
+        return self.config.kv_capacity_tokens or self.pool.kv_capacity()
+
     def _program_ended(self, program: ProgramState, how: str) -> None:
-        """A program left the table (DELETE, the SDK's exit, TTL): count it, and tell the engines so
-        they release its KV (docs/gateway.md, "Program end")."""
+        """A program left the table (DELETE, the SDK's exit, TTL): count it, drop it from the pause
+        gate, and tell the engines so they release its KV (docs/gateway.md, "Program end")."""
         self.metrics.program_ended(program, how)
         if how == "anonymous" or program.ephemeral:
             return
+        if self.pausing is not None:
+            self.pausing.end(program)
         try:
             task = asyncio.get_running_loop().create_task(self.pool.end_program(program.program_id))
         except RuntimeError:  # no event loop (the table used outside the server): nothing to notify
@@ -123,6 +133,9 @@ class Gateway:
             await self.ray_engines.sync(self.pool)
         up = await self.pool.probe_all()
         log.info("gateway: %d of %d engine(s) healthy", up, len(self.pool))
+        if self.pausing is not None:  # the KV capacity before the first call
+            await self.pool.scrape_all()
+            self.pausing.report()
         tasks = [asyncio.create_task(self.pool.run_health_loop()),
                  asyncio.create_task(self.sessions.run_expiry_loop())]
         if self.ray_engines is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from autellix.balance import BALANCERS
 from autellix.policy.config import PolicyConfig
+from autellix.policy.systems import system
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +19,8 @@ class GatewayConfig:
     """Settings of one gateway process.
 
     Invariants: at least one engine URL unless `dynamic_engines`, each `http(s)://host:port` without a
-    trailing slash; a known balancer; positive intervals and timeouts.
+    trailing slash; a known balancer and system; positive intervals and timeouts; a pause gate has a way
+    to learn the KV capacity (`kv_capacity_tokens`, or engine metrics scraped).
     """
 
     engines: tuple[str, ...]
@@ -31,7 +33,14 @@ class GatewayConfig:
     api_keys: frozenset[str] = frozenset()
     """Accepted `Authorization: Bearer` keys; empty means no authentication."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
-    """Supplies prefill_weight (service), table_ttl (program expiry) and the level boundaries (metrics)."""
+    """Supplies prefill_weight (service), table_ttl (program expiry) and the level boundaries (metrics);
+    admit_high is the pause gate's threshold."""
+    system: str = "autellix"
+    """The named system served (policy/systems.py, `autellix serve --policy`). The gateway acts on it
+    only where the system runs there: `pause_gate` (ThunderAgent) turns on autellix.gateway.pausing."""
+    kv_capacity_tokens: int | None = None
+    """Pause gate: the engines' total KV cache in tokens; None: the sum of what each engine's /metrics
+    reports (autellix.gateway.upstreams.kv_capacity)."""
     chars_per_token: float = 4.0
     """Prompt-size estimate for the balancer before the engine reports usage (BPE: ~4 chars/token)."""
     health_interval: float = 1.0
@@ -61,6 +70,11 @@ class GatewayConfig:
     VLLM_HTTP_TIMEOUT_KEEP_ALIVE) so the gateway never sends on a connection the engine is closing:
     such a send would fail like a crash (502) although the engine never saw the call."""
 
+    @property
+    def pause_gate(self) -> bool:
+        """Whether calls pass ThunderAgent's pause gate (autellix.gateway.pausing)."""
+        return system(self.system).pause_gate
+
     def __post_init__(self) -> None:
         urls = tuple(u.rstrip("/") for u in self.engines)
         object.__setattr__(self, "engines", urls)
@@ -69,6 +83,11 @@ class GatewayConfig:
         for url in urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"engines: {url!r} must start with http:// or https://")
+        if self.pause_gate and self.kv_capacity_tokens is None and not self.metrics_interval:
+            raise ValueError("kv_capacity_tokens: the pause gate needs it when engine metrics are not "
+                             "scraped (metrics_interval 0)")
+        if self.kv_capacity_tokens is not None and self.kv_capacity_tokens < 1:
+            raise ValueError(f"kv_capacity_tokens: must be >= 1, got {self.kv_capacity_tokens}")
         if self.balancer not in BALANCERS:
             raise ValueError(f"balancer: unknown {self.balancer!r}; choose one of {sorted(BALANCERS)}")
         if self.long_prompt < 0:

@@ -1,6 +1,6 @@
 """One call in flight: from `Sessions.begin_call` to its one `finish`, and its accounting on the
-upstream that runs it (load, step time, metrics), the process table (service, wait) and the
-conversation index (its replies).
+upstream that runs it (load, step time, metrics), the process table (service, wait), the
+conversation index (its replies) and the pause gate (its program's context, when the gate counted it).
 
 Invariants: `finish` runs exactly once per call, whatever path the call takes (the proxy guarantees
 it); every `load.active` increment (`sent`) has exactly one decrement (`unsent`, or `finish`).
@@ -14,6 +14,7 @@ from typing import Any
 from autellix.gateway.api import Usage
 from autellix.gateway.identity import Identifier, Identity
 from autellix.gateway.metrics import GatewayMetrics
+from autellix.gateway.pausing import Pausing
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.upstreams import Upstream
 from autellix.programs import Call
@@ -30,6 +31,8 @@ class Flight:
         """The upstream running the call; None before one took it."""
         self.replies: list[Any] = []
         """The answer's replies (collected only for inferred programs); none: the call failed."""
+        self.pausing: Pausing | None = None
+        """The pause gate that counted this call (autellix.gateway.pausing), told when it ends."""
         self.t0 = time.perf_counter()
         self.done = False
 
@@ -67,6 +70,8 @@ class Flight:
                 upstream.observe_step(latency / tokens, exact=False)
             wait = upstream.wait_steps(latency, tokens)
         self.sessions.finish_call(call, usage, wait)
+        if self.pausing is not None:
+            self.pausing.leave(call, usage)
         self.identifier.settle(self.identity, self.replies)
         if upstream is not None:
             self.metrics.call_done(upstream.name, self.endpoint, latency, call.service)

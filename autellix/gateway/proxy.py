@@ -7,7 +7,8 @@ Life of a call (each step in one module, each payload parsed once): read the bod
 (autellix.gateway.identity: named, else inferred from the conversation; 400 for an unreadable message
 list) -> `Sessions.begin_call` (404 for another owner's program) -> the body for the engine, with
 usage requested and the program context added (the call's wire format: autellix.gateway.api) -> an
-engine picked by the balancer, sent, retried elsewhere only if it was never reached
+engine picked by the balancer (once ThunderAgent's pause gate lets the call's program run, with
+`--policy thunderagent`: autellix.gateway.pausing), sent, retried elsewhere only if it was never reached
 (autellix.gateway.forward) -> the answer read once, or its stream relayed (autellix.gateway.streaming)
 -> the call charged and its reply remembered (autellix.gateway.flight), and what a stateful API keeps
 of a successful answer kept (WireFormat.begin's Turn).
@@ -36,6 +37,7 @@ from autellix.gateway.flight import Flight
 from autellix.gateway.forward import Forwarder, Unaccounted, client_headers, upstream_headers
 from autellix.gateway.identity import Identifier, Identity
 from autellix.gateway.metrics import GatewayMetrics
+from autellix.gateway.pausing import Pausing
 from autellix.gateway.sessions import Sessions
 from autellix.gateway.streaming import RelayStream, StreamResult
 from autellix.gateway.upstreams import UpstreamPool
@@ -67,7 +69,7 @@ class Proxy:
 
     def __init__(self, pool: UpstreamPool, sessions: Sessions, metrics: GatewayMetrics,
                  identifier: Identifier, chars_per_token: float, max_body_bytes: int = 32 << 20,
-                 aliases: tuple[tuple[str, str], ...] = ()) -> None:
+                 aliases: tuple[tuple[str, str], ...] = (), pausing: Pausing | None = None) -> None:
         self.pool = pool
         self.sessions = sessions
         self.metrics = metrics
@@ -76,6 +78,7 @@ class Proxy:
         self.chars_per_token = chars_per_token
         self.max_body_bytes = max_body_bytes
         self.aliases = aliases
+        self.pausing = pausing
 
     async def call(self, request: Request, owner: Owner, api: WireFormat) -> Response | RelayStream:
         """A call of `api` (POST at its path; see the module doc)."""
@@ -93,6 +96,8 @@ class Proxy:
             raise
         flight = Flight(self.sessions, self.metrics, self.identifier, call, identity, api.path)
         try:
+            if self.pausing is not None and await self.pausing.enter(call, request.receive):
+                flight.pausing = self.pausing
             prepared = api.prepare(body, program_xargs(call))
             upstream, (resp, payload) = await self.forwarder.send(
                 request, api.path, prepared.content, upstream_headers(request, json_body=True),

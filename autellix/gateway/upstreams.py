@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import aiohttp
 
@@ -34,6 +34,8 @@ from autellix.programs import ProgramState
 log = logging.getLogger("autellix.gateway")
 
 _PREEMPTIONS = re.compile(rb"^vllm:num_preemptions(?:_total)?(?:\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.M)
+_CACHE_INFO = re.compile(rb"^vllm:cache_config_info\{(.*)\}\s+\S+\s*$", re.M)
+_LABEL = re.compile(rb'(\w+)="((?:[^"\\]|\\.)*)"')
 _STEP_ALPHA = 0.2  # EWMA weight of a new step-time sample: recent enough to follow load, smooth enough
 
 
@@ -52,6 +54,9 @@ class Upstream:
         """Estimated seconds per engine step (decode inter-token time), EWMA; None until observed."""
         self.preemptions: float | None = None
         """vLLM's own preemption counter, scraped from the engine's /metrics; None if unknown."""
+        self.kv_tokens: int | None = None
+        """The engine's KV cache in tokens (`kv_capacity` of its /metrics); None until read. Kept while
+        the engine is down: a restarted engine comes back with the same cache."""
         self.last_error: str | None = None
         self.model: str | None = None
         """The engine's served model name, read from /v1/models when first needed."""
@@ -90,6 +95,8 @@ class UpstreamPool:
         self.health_interval = health_interval
         self.health_timeout = health_timeout
         self.metrics_interval = metrics_interval
+        self.on_scraped: Callable[[], None] | None = None
+        """Called after each round of metrics scrapes (the pause gate rereads the KV capacity)."""
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self, connect_timeout: float, read_timeout: float | None, max_connections: int,
@@ -185,8 +192,21 @@ class UpstreamPool:
         results = await asyncio.gather(*(self.probe(e) for e in self.upstreams))
         return sum(results)
 
-    async def scrape_preemptions(self, upstream: Upstream) -> None:
-        """Read vLLM's preemption counter (best effort: engines without it leave None)."""
+    def kv_capacity(self) -> int | None:
+        """The KV cache, in tokens, of the engines in the pool (retired ones left out); None while no
+        engine has reported its own."""
+        known = [e.kv_tokens for e in self.upstreams if not e.retired and e.kv_tokens is not None]
+        return sum(known) if known else None
+
+    async def scrape_all(self) -> None:
+        """Scrape every healthy engine's /metrics once, then tell `on_scraped`."""
+        await asyncio.gather(*(self.scrape_metrics(e) for e in self.upstreams if e.load.healthy))
+        if self.on_scraped is not None:
+            self.on_scraped()
+
+    async def scrape_metrics(self, upstream: Upstream) -> None:
+        """Read vLLM's preemption counter and KV capacity (best effort: what an engine does not report
+        stays as it was)."""
         try:
             async with self.session.get(upstream.url + "/metrics", timeout=self._probe_timeout()) as resp:
                 text = await resp.read()
@@ -197,6 +217,7 @@ class UpstreamPool:
             values = [float(m) for m in _PREEMPTIONS.findall(text)]
             if values:
                 upstream.preemptions = sum(values)
+            upstream.kv_tokens = kv_capacity(text) or upstream.kv_tokens
 
     async def end_program(self, program_id: str) -> int:
         """Tell every healthy engine that the program ended (a program-end notice:
@@ -230,8 +251,21 @@ class UpstreamPool:
             await self.probe_all()
             if self.metrics_interval and loop.time() >= next_scrape:
                 next_scrape = loop.time() + self.metrics_interval
-                await asyncio.gather(*(self.scrape_preemptions(e) for e in self.upstreams
-                                       if e.load.healthy))
+                await self.scrape_all()
 
 
-__all__ = ["NoHealthyEngine", "Upstream", "UpstreamPool"]
+def kv_capacity(metrics: bytes) -> int | None:
+    """An engine's KV cache in tokens from its Prometheus text: `num_gpu_blocks` x `block_size` of vLLM's
+    `vllm:cache_config_info` gauge (labels: every CacheConfig field; one line per engine core, each
+    carrying the endpoint's total blocks, so the largest line, not their sum). The rule ThunderAgent's
+    proxy uses (its backend/vllm_metrics.py). None when absent (`--disable-log-stats`) or unset."""
+    best = None
+    for labels in _CACHE_INFO.findall(metrics):
+        fields = dict(_LABEL.findall(labels))
+        blocks, size = fields.get(b"num_gpu_blocks", b""), fields.get(b"block_size", b"")
+        if blocks.isdigit() and size.isdigit() and int(blocks) * int(size) > 0:
+            best = max(best or 0, int(blocks) * int(size))
+    return best
+
+
+__all__ = ["NoHealthyEngine", "Upstream", "UpstreamPool", "kv_capacity"]

@@ -28,14 +28,22 @@ class _Program:
 
 
 class PauseGate:
-    def __init__(self, capacity_tokens: int, threshold: float) -> None:
-        if capacity_tokens <= 0 or not threshold > 0:
-            raise ValueError(f"PauseGate: need capacity > 0 and threshold > 0, got {capacity_tokens}, "
-                             f"{threshold}")
-        self.limit = threshold * capacity_tokens
+    def __init__(self, capacity_tokens: float, threshold: float) -> None:
+        if not threshold > 0:
+            raise ValueError(f"PauseGate: need threshold > 0, got {threshold}")
+        self.threshold = threshold
+        self.limit = 0.0
+        self.set_capacity(capacity_tokens)
         self.programs: dict[str, _Program] = {}
         self.usage = 0
         self.pauses = 0
+
+    def set_capacity(self, capacity_tokens: float) -> None:
+        """The KV capacity (tokens; `math.inf`: not known yet, nothing waits) changed; the next
+        `rebalance` applies it."""
+        if not capacity_tokens > 0:
+            raise ValueError(f"PauseGate: need capacity > 0, got {capacity_tokens}")
+        self.limit = self.threshold * capacity_tokens
 
     def active(self, program_id: str) -> bool:
         p = self.programs.get(program_id)

@@ -13,7 +13,8 @@ Names mean one thing everywhere:
   peers' published rules (docs/simulator.md, "KV residency").
 
 Invariants: every `order` is a key of POLICIES; a system with `plugin` runs its order inside vLLM;
-`stock` systems run no plugin on real engines.
+`stock` systems run no plugin on real engines; a `pause_gate` system on real engines is stock vLLM behind
+the gateway's pause gate (`autellix serve` only: an engine alone cannot run it).
 """
 
 from __future__ import annotations
@@ -36,11 +37,17 @@ class System:
     `residency` knob is); "continuum": hard TTL pins; "": none (vLLM's plain LRU)."""
     pause_gate: bool = False
     """ThunderAgent's proxy pauses and resumes whole programs in front of the engines
-    (policy/pause_gate.py)."""
+    (policy/pause_gate.py): applied by the gateway (gateway/pausing.py) and the simulator's cluster."""
     plugin: bool = False
     """Runs inside vLLM as the Autellix scheduler plugin (real engines)."""
     stock: bool = False
     """vLLM's own scheduler on real engines (no plugin)."""
+
+    @property
+    def engine(self) -> str:
+        """The system each real engine runs: `vllm` for a stock system (whatever the gateway adds in
+        front), else this one (the plugin)."""
+        return "vllm" if self.stock else self.name
 
     def __post_init__(self) -> None:
         if self.order not in POLICIES:
@@ -65,13 +72,17 @@ SYSTEMS: dict[str, System] = {s.name: s for s in (
     System("autellix-lru", "autellix"),
     System("srpt", "srpt"),
     System("continuum", "pfcfs", residency="continuum", plugin=True),
-    System("thunderagent", "fcfs", pause_gate=True),
+    System("thunderagent", "fcfs", pause_gate=True, stock=True),
 )}
 """Every system by name (module docstring)."""
 PLUGIN_SYSTEMS: tuple[str, ...] = tuple(n for n, s in SYSTEMS.items() if s.plugin)
 """What the plugin runs (AUTELLIX_POLICY)."""
-ENGINE_SYSTEMS: tuple[str, ...] = tuple(n for n, s in SYSTEMS.items() if s.plugin or s.stock)
-"""What a real engine runs (`autellix engine --policy`, `autellix serve --policy`)."""
+ENGINE_SYSTEMS: tuple[str, ...] = tuple(n for n, s in SYSTEMS.items()
+                                       if s.plugin or (s.stock and not s.pause_gate))
+"""What a real engine runs by itself (`autellix engine --policy`)."""
+SERVE_SYSTEMS: tuple[str, ...] = tuple(n for n, s in SYSTEMS.items() if s.plugin or s.stock)
+"""What `autellix serve --policy` runs: the engine systems and those the gateway carries out in front of
+stock engines (`pause_gate`)."""
 
 
 def system(name: str) -> System:

@@ -42,12 +42,30 @@ def test_gateway_config_from_args(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AUTELLIX_PREFILL_WEIGHT", "0.5")
     args = argparse.Namespace(api_key=["k3"], program_ttl=30.0, balancer="round_robin", long_prompt=99,
                               infer_programs="off", user_programs=True, max_body_mb=0.5,
-                              model_alias=["claude-*=m"])
+                              model_alias=["claude-*=m"], policy="autellix", kv_capacity=None)
     config = serve.gateway_config(args, ["http://127.0.0.1:1"])
+    assert not config.pause_gate and config.kv_capacity_tokens is None
     assert config.api_keys == {"k1", "k2", "k3"} and config.balancer == "round_robin"
     assert not config.infer_programs and config.user_programs and config.max_body_bytes == 1 << 19
     assert config.policy.table_ttl == 30 and config.policy.prefill_weight == 0.5 and config.long_prompt == 99
     assert config.model_aliases == (("claude-*", "m"),)
+
+
+def test_serve_thunderagent_starts_stock_engines_behind_the_pause_gate(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    from autellix import model
+    from autellix.cli import parse_args
+    from autellix.deploy import launch
+
+    args = parse_args(["serve", "--policy", "thunderagent", "--kv-capacity", "50000"])
+    config = serve.gateway_config(args, ["http://127.0.0.1:1"])
+    assert config.pause_gate and config.kv_capacity_tokens == 50000 and config.system == "thunderagent"
+    started: list[str] = []
+    monkeypatch.setattr(launch, "check_vllm_version", lambda allow: "0.32.0")
+    monkeypatch.setattr(model, "resolve_model", lambda name: tmp_path)
+    monkeypatch.setattr(supervisor, "Supervisor", lambda m, policy, *a, **k: started.append(policy))
+    serve._make_supervisor(args, 1, 9000, [])
+    assert started == ["vllm"]  # no plugin: the rule runs in the gateway
 
 
 def fake_start_engine(model: str, policy: str, port: int, *, log: Path, env: dict[str, str],

@@ -8,6 +8,7 @@ Behaviour, chosen per request:
 - a prompt containing "OVERSIZED" answers 400 like vLLM's context-length error.
 - FakeEngine.token_delay seconds between streamed tokens (and per token before a non-stream answer).
 - FakeEngine.linger seconds a stream stays open after its [DONE] event (a slow connection close).
+- FakeEngine.kv_blocks: KV blocks of 16 tokens its /metrics reports as vLLM does (cache_config_info).
 Every request body is recorded in `requests`; cancelled calls (client went away) are counted.
 The Anthropic Messages API (/v1/messages, count_tokens) and the OpenAI Responses API (/v1/responses)
 answer in their own shapes (fake_apis.py), statelessly: a `previous_response_id` reaching it is a 404,
@@ -44,8 +45,9 @@ def _prompt_text(body: dict[str, Any]) -> str:
 
 class FakeEngine:
     def __init__(self, name: str = "fake", token_delay: float = 0.0, cached: int = 0,
-                 linger: float = 0.0) -> None:
+                 linger: float = 0.0, kv_blocks: int | None = None) -> None:
         self.name = name
+        self.kv_blocks = kv_blocks
         self.token_delay = token_delay
         self.linger = linger
         self.cached = cached
@@ -88,7 +90,12 @@ class FakeEngine:
         return Response(status_code=200 if self.healthy else 503)
 
     async def metrics(self, request: Request) -> Response:
-        return Response('vllm:num_preemptions_total{model_name="fake"} 3.0\n', media_type="text/plain")
+        text = 'vllm:num_preemptions_total{model_name="fake"} 3.0\n'
+        if self.kv_blocks is not None:  # vLLM's labels are every CacheConfig field; a few of them here
+            text += ('vllm:cache_config_info{block_size="16",cache_dtype="auto",engine="0",'
+                     f'kv_cache_size_tokens="None",num_cpu_blocks="None",num_gpu_blocks="{self.kv_blocks}",'
+                     'sliding_window="None"} 1.0\n')
+        return Response(text, media_type="text/plain")
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "fake-model", "object": "model",

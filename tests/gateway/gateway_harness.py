@@ -39,8 +39,9 @@ MakeHarness = Callable[..., Harness]
 
 
 def build_harness(n: int = 2, token_delay: float = 0.0, cached: int = 0, linger: float = 0.0,
-                  **config: Any) -> Harness:
-    fakes = [FakeEngine(f"fake-{i}", token_delay=token_delay, cached=cached, linger=linger) for i in range(n)]
+                  kv_blocks: int | None = None, **config: Any) -> Harness:
+    fakes = [FakeEngine(f"fake-{i}", token_delay=token_delay, cached=cached, linger=linger,
+                        kv_blocks=kv_blocks) for i in range(n)]
     servers = [ServerThread(f.app).start() for f in fakes]
     config.setdefault("health_interval", 0.2)
     app = create_app(GatewayConfig(engines=tuple(s.url for s in servers), **config))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from autellix.policy import ConfigError, PolicyConfig, make_policy
@@ -167,6 +169,17 @@ def test_thunderagent_pauses_acting_programs_shortest_first_and_resumes_smallest
     assert gate.rebalance() == ["d"]  # b (250) does not fit beside 890; d does
     gate.end("a")
     assert gate.rebalance() == ["b"]
+
+
+def test_thunderagent_capacity_learned_late_applies_at_the_next_rebalance():
+    gate = PauseGate(capacity_tokens=math.inf, threshold=0.9)  # unknown: everyone in
+    for pid in ("a", "b"):
+        gate.arrive(pid, 500)
+    assert gate.rebalance() == ["a", "b"] and gate.usage == 1000
+    gate.set_capacity(1000)  # limit 900: an acting program is paused (ties: by id)
+    assert gate.rebalance() == [] and not gate.active("a") and gate.usage == 500
+    with pytest.raises(ValueError):
+        gate.set_capacity(0)
 
 
 def test_thunderagent_lets_one_program_in_when_none_is_active():
