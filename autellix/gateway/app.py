@@ -5,6 +5,7 @@ Routes:
          /v1/messages, /v1/responses             one wire format per API: autellix.gateway.api)
   POST   /v1/messages/count_tokens               to a healthy engine (no call: no program)
   GET    /v1/responses/{id}                      a response the gateway stored (gateway.response_store)
+  GET    /v1/responses/{id}/input_items          the items it was generated from (paged)
   DELETE /v1/responses/{id}                      forget it
   GET    /v1/responses (WebSocket upgrade)       426: Codex then speaks HTTP
   GET    /v1/models                              from a healthy engine
@@ -45,7 +46,7 @@ from autellix.gateway.identity import Identifier, valid_id
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from autellix.gateway.pausing import Pausing
 from autellix.gateway.proxy import Proxy
-from autellix.gateway.response_store import ResponseStore
+from autellix.gateway.response_store import ResponseStore, item_page
 from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
 from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import ProgramState, UnknownProgram
@@ -174,6 +175,25 @@ class Gateway:
             raise _no_response(request.path_params["id"])
         return Response(entry.response, media_type="application/json")
 
+    async def response_input_items(self, request: Request) -> Response:
+        """The items a stored response was generated from (its chain's, then its own input), in OpenAI's
+        list shape: `?order=` asc or desc (default desc), `?limit=` 1-100 (default 20), `?after=<item id>`."""
+        owner = self.keys.owner(request.headers)
+        response_id = request.path_params["id"]
+        entry = self.responses.get(response_id, owner)
+        if entry is None or entry.response is None:
+            raise _no_response(response_id)
+        order = request.query_params.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise GatewayError(400, f"order: must be 'asc' or 'desc', got {order!r:.40}", param="order")
+        after = request.query_params.get("after")
+        try:
+            page = item_page(entry.input_history(), response_id, order, after, _limit(request, 20, 100))
+        except KeyError:
+            raise GatewayError(400, f"after: {after!r:.80} is not an input item of {response_id}",
+                               param="after") from None
+        return JSONResponse(page)
+
     async def delete_response(self, request: Request) -> Response:
         owner = self.keys.owner(request.headers)
         response_id = request.path_params["id"]
@@ -209,10 +229,8 @@ class Gateway:
         """The caller's live named programs, in id order, paged: `?limit=` (1-1000, default 100) and
         `?after=<id>` (the last id of the previous page)."""
         owner = self.keys.owner(request.headers)
-        raw = request.query_params.get("limit", "100")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-            raise GatewayError(400, f"limit: must be an integer from 1 to 1000, got {raw!r:.40}")
-        programs, more = self.sessions.listing(owner, request.query_params.get("after"), int(raw))
+        programs, more = self.sessions.listing(owner, request.query_params.get("after"),
+                                               _limit(request, 100, 1000))
         data = [self._describe(p) for p in programs]
         return JSONResponse({"object": "list", "data": data, "has_more": more,
                              "last_id": data[-1]["id"] if data else None})
@@ -254,6 +272,14 @@ class Gateway:
 
     def _describe(self, program: ProgramState) -> dict[str, object]:
         return self.sessions.describe(program, [e.name for e in self.pool.upstreams])
+
+
+def _limit(request: Request, default: int, most: int) -> int:
+    """The `?limit=` of a paged list (400 unless an integer from 1 to `most`)."""
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise GatewayError(400, f"limit: must be an integer from 1 to {most}, got {raw!r:.40}", param="limit")
+    return int(raw)
 
 
 def _no_response(response_id: str) -> GatewayError:
@@ -309,6 +335,7 @@ def create_app(config: GatewayConfig, ray_engines: EngineFleet | None = None,
         WebSocketRoute("/v1/responses", _RefuseWebSocket()),
         Route("/v1/responses/{id}", _guard(gw.get_response), methods=["GET"]),
         Route("/v1/responses/{id}", _guard(gw.delete_response), methods=["DELETE"]),
+        Route("/v1/responses/{id}/input_items", _guard(gw.response_input_items), methods=["GET"]),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
         Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),

@@ -50,6 +50,8 @@ class Stored:
     parent: Stored | None
     items: list[Any]
     """Its own input items (before expansion), then its output items."""
+    inputs: int
+    """How many of `items` are input."""
     response: bytes | None
     """The response object as JSON (GET /v1/responses/{id}); None once deleted."""
     program_id: str | None
@@ -58,6 +60,12 @@ class Stored:
     used: float
     claims: int = 0
     """Calls that continued it (the first continues its thread, later ones branch)."""
+
+    def input_history(self) -> list[Any]:
+        """The items it was generated from (GET /v1/responses/{id}/input_items): its chain's items, then
+        its own input, oldest first."""
+        before = self.parent.history() if self.parent is not None else []
+        return before + self.items[:self.inputs]
 
     def history(self) -> list[Any]:
         """Every item of the chain ending here, oldest first: a follow-up's input before its own."""
@@ -94,15 +102,18 @@ class ResponseStore:
         self._touch(entry)
         return entry
 
-    def put(self, response_id: str, owner: str | None, parent: Stored | None, items: list[Any],
+    def put(self, response_id: str, owner: str | None, parent: Stored | None, items: list[Any], inputs: int,
             response: bytes, program_id: str | None, thread: str) -> Stored | None:
-        """Keep a response; None (nothing kept) when it alone is over the limit or its id is taken."""
+        """Keep a response whose first `inputs` items are its input; None (nothing kept) when it alone is
+        over the limit or its id is taken."""
         if parent is not None and self.entries.get(parent.id) is not parent:  # dropped during the call
-            items, parent = parent.history() + items, None
+            before = parent.history()
+            items, inputs, parent = before + items, len(before) + inputs, None
         size = size_of(items) + len(response) + ITEM_OVERHEAD
         if size > self.max_bytes or response_id in self.entries:
             return None
-        entry = Stored(response_id, owner, parent, items, response, program_id, thread, size, self.clock())
+        entry = Stored(response_id, owner, parent, items, inputs, response, program_id, thread, size,
+                       self.clock())
         self.entries[response_id] = entry
         self.visible[response_id] = entry
         self.bytes += size
@@ -141,3 +152,23 @@ class ResponseStore:
         cutoff = self.clock() - self.ttl
         while self.entries and next(iter(self.entries.values())).used < cutoff:
             self._drop_first()
+
+
+def item_page(items: list[Any], response_id: str, order: str, after: str | None,
+              limit: int) -> dict[str, Any]:
+    """One page of a response's input items in the OpenAI list shape: `order` "asc" (oldest first) or
+    "desc", the `limit` items after the one whose id is `after` (None: from the start). Items sent without
+    an id get `<response id>_in<position>` (stable: the chain never changes), and a type ("message") when
+    they have none. Raises KeyError for an `after` that is not an item of the list."""
+    listed = [{**item, "id": item.get("id") or f"{response_id}_in{i}", "type": item.get("type", "message")}
+              for i, item in enumerate(items) if isinstance(item, dict)]
+    if order == "desc":
+        listed.reverse()
+    start = 0
+    if after is not None:
+        start = next((i for i, item in enumerate(listed) if item["id"] == after), -1) + 1
+        if start == 0:
+            raise KeyError(after)
+    page = listed[start:start + limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": start + limit < len(listed)}

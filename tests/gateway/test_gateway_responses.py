@@ -65,6 +65,31 @@ def test_get_delete_store_false_and_404s(harness: Harness) -> None:
     assert harness.client.delete(f"/v1/responses/{rid}").status_code == 404
 
 
+def test_input_items_list_the_chain_a_response_was_generated_from(harness: Harness) -> None:
+    first = harness.client.post("/v1/responses", json={"model": "m", "input": "one"}).json()["id"]
+    second = harness.client.post("/v1/responses", json={
+        "model": "m", "previous_response_id": first,
+        "input": [{"role": "user", "content": "two"}, {"role": "user", "content": "three"}]}).json()["id"]
+    url = f"/v1/responses/{second}/input_items"
+    page = harness.client.get(url, params={"order": "asc"}).json()
+    texts = [i.get("content") for i in page["data"] if i.get("role") == "user"]
+    assert texts == ["one", "two", "three"]  # the first turn, its reply, then this call's own input
+    assert [i["role"] for i in page["data"]] == ["user", "assistant", "user", "user"]
+    assert page["object"] == "list" and not page["has_more"] and page["first_id"] == page["data"][0]["id"]
+    newest = harness.client.get(url, params={"limit": 1}).json()  # default order: newest first
+    assert newest["data"][0]["content"] == "three" and newest["has_more"]
+    rest = harness.client.get(url, params={"limit": 2, "after": newest["last_id"]}).json()
+    assert [i.get("content") for i in rest["data"]][0] == "two" and rest["has_more"]
+    first_items = harness.client.get(f"/v1/responses/{first}/input_items").json()["data"]
+    assert [i["content"] for i in first_items] == ["one"]  # its own output is not an input
+    for params in ({"order": "up"}, {"limit": "0"}, {"limit": "101"}, {"after": "item_nope"}):
+        r = harness.client.get(url, params=params)
+        assert r.status_code == 400 and r.json()["error"]["param"] == next(iter(params)), params
+    assert harness.client.get("/v1/responses/resp_nope/input_items").status_code == 404
+    harness.client.delete(f"/v1/responses/{second}")
+    assert harness.client.get(url).status_code == 404
+
+
 def test_responses_are_their_owners_only(make_harness: MakeHarness) -> None:
     h = make_harness(api_keys=frozenset({"a", "b"}))
     rid = h.client.post("/v1/responses", json={"model": "m", "input": "hi"},

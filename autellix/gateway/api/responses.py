@@ -163,7 +163,8 @@ class ResponsesTurn(Turn):
         response, raw = record
         rid, output = response.get("id"), response.get("output")
         if isinstance(rid, str) and isinstance(output, list) and response.get("status") in _KEPT:
-            self.store.put(rid, self.owner, self.parent, [*self.own, *output], raw, program_id, thread)
+            self.store.put(rid, self.owner, self.parent, [*self.own, *output], len(self.own), raw, program_id,
+                           thread)
 
 
 class ResponsesStream(StreamReader):
