@@ -17,9 +17,11 @@ $SIM --workload coding --scale 2 --concurrency 36,72,108,144 --programs 1000 --p
 $SIM --workload coding --scale 4 --rates 0.03,0.04,0.045,0.05,0.055,0.06 --programs 1000 \
   --policy fcfs,autellix,continuum,thunderagent --baselines fcfs \
   --json $R/residency_open_x4.json --plot $I/residency_open_x4.png
-# The Mooncake conversation trace at its own (bursty) arrival times.
-$SIM --workload mooncake-trace --rates 1,2,4,6 --programs 1500 --policy fcfs,autellix,autellix-lru,srpt \
+# The Mooncake conversation trace at its own (bursty) arrival times, and its conversations as Poisson arrivals.
+$SIM --workload mooncake-trace --rates 0.25,0.5,0.75,1 --programs 1500 --policy fcfs,autellix,autellix-lru,srpt \
   --baselines fcfs --json $R/residency_mooncake_trace.json
+$SIM --workload mooncake --rates 1,2,4,6 --programs 1500 --policy fcfs,autellix,autellix-lru,srpt \
+  --baselines fcfs --json $R/residency_mooncake.json
 # No regression: the README's sustained ratios with residency on (autellix) and off (autellix-lru).
 $SIM --workload chat --rates 2.75,3,3.25,3.5 --programs 4000 --policy fcfs,autellix,autellix-lru \
   --baselines fcfs --json $R/residency_noreg_chat.json
