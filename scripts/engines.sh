@@ -34,3 +34,15 @@ start_engine() {  # policy port [autellix engine arguments...]: one at a time (s
   grep -h "non-default args" "$OUT/engine-$policy.log" | sed 's/^.*non-default args/  non-default args/' >&2 || true
   TARGETS+=(--target "$policy=http://127.0.0.1:$port")
 }
+
+start_system() {  # policy gateway_port [autellix serve arguments...]: one engine behind its own gateway
+  local policy=$1 port=$2
+  shift 2
+  setsid "$BIN/autellix" serve --engines 1 --policy "$policy" --port "$port" --engine-port "$((port + 1))" \
+    --log-dir "$OUT/logs-$policy" "$@" >"$OUT/serve-$policy.log" 2>&1 &
+  PIDS+=("$!")
+  echo "starting $policy (gateway on port $port, engine on $((port + 1)), pid $!, log $OUT/serve-$policy.log)" >&2
+  wait_healthy "$port" "$!"
+  grep -h "non-default args" "$OUT/logs-$policy"/*.log | sed 's/^.*non-default args/  non-default args/' >&2 || true
+  TARGETS+=(--target "$policy=http://127.0.0.1:$port")
+}
