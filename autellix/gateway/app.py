@@ -33,12 +33,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from autellix.balance import Locality, make_balancer
 from autellix.gateway.api import MESSAGES, WireFormat, wire_formats
 from autellix.gateway.auth import KeyChecker
-from autellix.gateway.bodies import parse_json_object
+from autellix.gateway.bodies import parse_json_object, query_limit
 from autellix.gateway.config import GatewayConfig
 from autellix.gateway.conversations import ConversationIndex
 from autellix.gateway.errors import GatewayError
@@ -46,7 +46,8 @@ from autellix.gateway.identity import Identifier, valid_id
 from autellix.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from autellix.gateway.pausing import Pausing
 from autellix.gateway.proxy import Proxy
-from autellix.gateway.response_store import ResponseStore, item_page
+from autellix.gateway.response_routes import RefuseWebSocket, StoredResponses
+from autellix.gateway.response_store import ResponseStore
 from autellix.gateway.sessions import ProgramIdTaken, Sessions, SharedTable
 from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import ProgramState, UnknownProgram
@@ -104,6 +105,7 @@ class Gateway:
                            config.max_body_bytes, config.model_aliases, self.pausing)
         self.responses = ResponseStore(config.responses_max_bytes, config.responses_ttl)
         self.apis = wire_formats(self.responses)
+        self.stored = StoredResponses(self.responses, self.keys)
         self._notices: set[asyncio.Task] = set()
 
     def _kv_capacity(self) -> int | None:
@@ -166,41 +168,6 @@ class Gateway:
         self.keys.owner(request.headers)
         return await self.proxy.uncounted(request, MESSAGES)
 
-    async def get_response(self, request: Request) -> Response:
-        """A stored response object (404 in OpenAI's shape when unknown, expired, deleted or another
-        owner's; and for `store: false` calls, which are never stored)."""
-        owner = self.keys.owner(request.headers)
-        entry = self.responses.get(request.path_params["id"], owner)
-        if entry is None or entry.response is None:
-            raise _no_response(request.path_params["id"])
-        return Response(entry.response, media_type="application/json")
-
-    async def response_input_items(self, request: Request) -> Response:
-        """The items a stored response was generated from (its chain's, then its own input), in OpenAI's
-        list shape: `?order=` asc or desc (default desc), `?limit=` 1-100 (default 20), `?after=<item id>`."""
-        owner = self.keys.owner(request.headers)
-        response_id = request.path_params["id"]
-        entry = self.responses.get(response_id, owner)
-        if entry is None or entry.response is None:
-            raise _no_response(response_id)
-        order = request.query_params.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise GatewayError(400, f"order: must be 'asc' or 'desc', got {order!r:.40}", param="order")
-        after = request.query_params.get("after")
-        try:
-            page = item_page(entry.input_history(), response_id, order, after, _limit(request, 20, 100))
-        except KeyError:
-            raise GatewayError(400, f"after: {after!r:.80} is not an input item of {response_id}",
-                               param="after") from None
-        return JSONResponse(page)
-
-    async def delete_response(self, request: Request) -> Response:
-        owner = self.keys.owner(request.headers)
-        response_id = request.path_params["id"]
-        if not self.responses.delete(response_id, owner):
-            raise _no_response(response_id)
-        return JSONResponse({"id": response_id, "object": "response.deleted", "deleted": True})
-
     async def responses_upgrade(self, request: Request) -> ASGIApp:
         """GET /v1/responses: a WebSocket upgrade (Codex tries one) is refused with 426, so the client
         speaks HTTP; anything else passes through."""
@@ -230,7 +197,7 @@ class Gateway:
         `?after=<id>` (the last id of the previous page)."""
         owner = self.keys.owner(request.headers)
         programs, more = self.sessions.listing(owner, request.query_params.get("after"),
-                                               _limit(request, 100, 1000))
+                                               query_limit(request, 100, 1000))
         data = [self._describe(p) for p in programs]
         return JSONResponse({"object": "list", "data": data, "has_more": more,
                              "last_id": data[-1]["id"] if data else None})
@@ -274,36 +241,6 @@ class Gateway:
         return self.sessions.describe(program, [e.name for e in self.pool.upstreams])
 
 
-def _limit(request: Request, default: int, most: int) -> int:
-    """The `?limit=` of a paged list (400 unless an integer from 1 to `most`)."""
-    raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise GatewayError(400, f"limit: must be an integer from 1 to {most}, got {raw!r:.40}", param="limit")
-    return int(raw)
-
-
-def _no_response(response_id: str) -> GatewayError:
-    return GatewayError(404, f"Response with id '{response_id:.200}' not found.")
-
-
-class _RefuseWebSocket:
-    """A WebSocket handshake on /v1/responses: 426 where the server can answer it over HTTP (the ASGI
-    denial-response extension), else the handshake is closed."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await _refuse_websocket(scope, send)
-
-
-async def _refuse_websocket(scope: Scope, send: Send) -> None:
-    if "websocket.http.response" in (scope.get("extensions") or {}):
-        body = GatewayError(426, "WebSocket is not served here: use HTTP POST /v1/responses").response()
-        await send({"type": "websocket.http.response.start", "status": 426,
-                    "headers": [(b"content-type", b"application/json"), (b"upgrade", b"HTTP/1.1")]})
-        await send({"type": "websocket.http.response.body", "body": body.body})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
-
-
 def _guard(handler: Handler, shape: str = "openai") -> Handler:
     """Map domain errors to HTTP answers in the route's error `shape` (GatewayError as is; unknown
     program -> 404)."""
@@ -332,10 +269,10 @@ def create_app(config: GatewayConfig, ray_engines: EngineFleet | None = None,
         *(Route(api.path, _guard(gw.calls(api), api.errors), methods=["POST"]) for api in gw.apis),
         Route("/v1/messages/count_tokens", _guard(gw.count_tokens, "anthropic"), methods=["POST"]),
         Route("/v1/responses", _guard(gw.responses_upgrade), methods=["GET"]),
-        WebSocketRoute("/v1/responses", _RefuseWebSocket()),
-        Route("/v1/responses/{id}", _guard(gw.get_response), methods=["GET"]),
-        Route("/v1/responses/{id}", _guard(gw.delete_response), methods=["DELETE"]),
-        Route("/v1/responses/{id}/input_items", _guard(gw.response_input_items), methods=["GET"]),
+        WebSocketRoute("/v1/responses", RefuseWebSocket()),
+        Route("/v1/responses/{id}", _guard(gw.stored.get), methods=["GET"]),
+        Route("/v1/responses/{id}", _guard(gw.stored.delete), methods=["DELETE"]),
+        Route("/v1/responses/{id}/input_items", _guard(gw.stored.input_items), methods=["GET"]),
         Route("/v1/programs", _guard(gw.create_program), methods=["POST"]),
         Route("/v1/programs", _guard(gw.list_programs), methods=["GET"]),
         Route("/v1/programs/{id:path}", _guard(gw.get_program), methods=["GET"]),

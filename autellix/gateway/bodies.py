@@ -35,3 +35,11 @@ async def read_body(request: Request, limit: int) -> bytes:
                                     "(--max-body-mb)")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def query_limit(request: Request, default: int, most: int) -> int:
+    """The `?limit=` of a paged list: 400 unless an integer from 1 to `most`."""
+    raw = request.query_params.get("limit", str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise GatewayError(400, f"limit: must be an integer from 1 to {most}, got {raw!r:.40}", param="limit")
+    return int(raw)
