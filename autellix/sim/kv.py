@@ -41,7 +41,7 @@ class KVCache:
 
     __slots__ = ("gpu_blocks", "cpu_blocks", "cpu_used", "caching", "free", "evictable",
                  "cached", "refs", "lru", "early", "holds", "held", "evicted", "offload", "host",
-                 "host_used", "offloaded")
+                 "host_used", "offloaded", "dead")
 
     def __init__(self, gpu_blocks: int, cpu_blocks: int, caching: bool = True,
                  offload: bool = False) -> None:
@@ -72,6 +72,8 @@ class KVCache:
         self.host_used = 0
         self.offloaded = 0
         """Blocks copied to the host tier so far (stores are asynchronous in vLLM: not charged)."""
+        self.dead: set[Hashable] = set()
+        """Demoted segments (an ended program's history): evicted first, never copied to the host tier."""
 
     # -- capacity ------------------------------------------------------------------------------------
 
@@ -100,7 +102,10 @@ class KVCache:
                 del tier[seg]
             else:
                 cached[seg] = have - take
-            if self.offload:
+            if seg in self.dead:
+                if take == have:
+                    self.dead.discard(seg)
+            elif self.offload:
                 self._store(seg, take)
 
     def release(self, n: int) -> None:
@@ -158,6 +163,7 @@ class KVCache:
             r = refs.get(seg, 0)
             if r == 0:
                 self._unlist(seg)
+                self.dead.discard(seg)
             refs[seg] = r + 1
         for seg, n in chain:
             have = cached.get(seg, 0)
@@ -241,12 +247,16 @@ class KVCache:
                 self._list(seg, self.early)
 
     def demote(self, segments: Iterable[Hashable]) -> None:
-        """Evict these segments (an ended program's history) before any other evictable one."""
-        lru, early = self.lru, self.early
+        """These segments are an ended program's history: evict them before any other evictable one,
+        drop their host copies and never copy them to the host tier (no call will read them again)."""
+        lru, early, dead = self.lru, self.early, self.dead
         for seg in segments:
+            self._drop_host(seg)
             if seg in lru:
                 del lru[seg]
                 early[seg] = None
+            if seg in self.cached:
+                dead.add(seg)
 
     def take_own(self, seg: Hashable) -> int:
         """A call resumes: its own cached segment (if any) leaves the cache and becomes private again.
@@ -278,6 +288,7 @@ class KVCache:
         assert self.evictable == sum(cached[s] for s in self.lru) + sum(cached[s] for s in self.early)
         assert self.held == sum(cached.get(s, 0) for s in self.holds if s not in refs)
         assert not (set(self.lru) | set(self.early)) & (set(refs) | set(self.holds))
+        assert self.dead <= set(cached) and not self.dead & set(self.host)
         assert self.free + self.evictable + self.held + self.pinned() + private == self.gpu_blocks
 
     # -- swap pool -----------------------------------------------------------------------------------

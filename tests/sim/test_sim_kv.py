@@ -174,3 +174,28 @@ def test_demoted_segments_are_evicted_before_older_live_ones():
     kv.demote(["ended", "never-cached"])
     kv.alloc(10)
     assert "ended" not in kv.cached and kv.cached["old-live"] == 10
+
+
+def test_an_ended_programs_history_never_takes_host_room_from_live_ones():
+    """Program-aware host tier: a demoted (ended) segment's host copy goes at once, and its GPU blocks
+    are not copied to the host when evicted, so live programs' copies keep the room."""
+    kv = KVCache(20, 10, offload=True)
+    for seg in ("live", "ended"):
+        kv.pin(((seg, 10),))
+        kv.unpin(((seg, 10),))
+    kv.alloc(5)  # "live" is the least recently used: its 5 tail blocks go to the host
+    assert dict(kv.host) == {"live": 5}
+    kv.demote(["ended"])
+    kv.alloc(10)  # the ended history goes first, and not to the host
+    assert "ended" not in kv.cached and "ended" not in kv.host and kv.dead == set()
+    assert dict(kv.host) == {"live": 5} and kv.hit_blocks((("live", 10),)) == 10
+    kv.release(10)
+    kv.demote(["live"])
+    kv.pin((("live", 10),))  # used again after all: alive, stored when evicted
+    assert kv.dead == set()
+
+
+def test_demoting_drops_the_host_copy_of_an_ended_history():
+    kv, chain = _evicted_chain()
+    kv.demote(["leaf", "root"])
+    assert kv.host == {} and kv.host_used == 0 and kv.hit_blocks(chain) == 5
