@@ -89,7 +89,8 @@ class ProgramGate:
 
     def thrashing(self) -> bool:
         """Whether the gate is in force (module docstring): a latch, on while holds fail past
-        `admit_high`, off once the working sets fall below `admit_low`."""
+        `admit_high`, off once the working sets fall below `admit_low`. It is also the signal that the
+        KV cache binds, which the scheduling order reads (LevelPolicy.kv_bound, docs/policy.md rule 8)."""
         if self.in_force:
             if self.total < self.low:
                 self.in_force = False

@@ -72,6 +72,11 @@ class PolicyConfig:
     H200 (finite runs past capacity, where the order of the backlog decides mean latency);
     on the real CPU engine it cost 25% of mean latency at 0.9/s one day and 2% another, hence not the
     default until that is understood."""
+    adaptive_order: bool = True
+    """Program-aware policies, where residency is on: while the KV cache binds (the program gate is in
+    force: working sets past `admit_high` and returning programs missing their held histories), order
+    waiting calls by program arrival (program FCFS) and preempt none for the order; PLAS / ATLAS
+    otherwise (docs/policy.md, rule 8)."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     residency: bool = True
@@ -181,7 +186,7 @@ class PolicyConfig:
                           ("admit_high", float), ("admit_low", float)):
             if key in kwargs:
                 kwargs[key] = _coerce(key, kwargs[key], kind)
-        for key in ("starvation", "residency"):
+        for key in ("starvation", "residency", "adaptive_order"):
             if key in kwargs:
                 kwargs[key] = parse_flag(key, kwargs[key])
         return cls(**kwargs)

@@ -8,6 +8,11 @@ Semantics (docs/policy.md, 'Rules'):
   policies with `level_order` "program", by their program's arrival first. A running call is never
   displaced by a waiting call of the same level (preemption only across levels: it pays only for a
   clearly better call).
+- Adaptive order (`adaptive_order`, program-aware policies): while the engine's KV cache binds
+  (`kv_bound`: the residency gate is in force, ProgramGate.thrashing), waiting calls go by their
+  program's arrival across all levels (program FCFS, Continuum's order) and nothing is preempted for the
+  order; levels, quanta and promotions are still kept, so the PLAS order returns as it was once the
+  cache stops binding.
 - Anti-starvation: a waiting call at level > 0 moves to level 0 when
       (program_wait + call_wait) / max(1, program_service + call_service) >= beta,
   where the program terms are the snapshots taken at arrival (zero for program-agnostic policies) and
@@ -23,7 +28,7 @@ from __future__ import annotations
 import bisect
 import heapq
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from autellix.policy.base import Policy
 from autellix.policy.config import PolicyConfig
@@ -49,6 +54,11 @@ class LevelPolicy(Policy):
         # Promotion deadlines: (step, seq, version, call); stale when call.version moved on.
         self._deadlines: list[tuple[float, int, int, Call]] = []
         self.promotions = 0
+        self._adaptive = self.program_aware and self.config.adaptive_order
+        # Every waiting call by (program arrival, call arrival): the order while the cache binds.
+        self.by_program: list[tuple[tuple[float, int], Call]] = []
+        self.kv_bound: Callable[[], bool] | None = None
+        """Set by the engine that carries out residency: whether its KV cache binds now."""
 
     # -- levels ------------------------------------------------------------------------------------
 
@@ -77,9 +87,17 @@ class LevelPolicy(Policy):
         return (call.level, 0 if call.state is CallState.RUNNING else 1, self.order(call))
 
     def outranks(self, waiter: Call, victim: Call) -> bool:
-        return victim.level - waiter.level >= self.config.preempt_gap
+        return victim.level - waiter.level >= self.config.preempt_gap and not self.bound()
+
+    def bound(self) -> bool:
+        """Whether the adaptive order is in force: the KV cache binds (module docstring)."""
+        return self._adaptive and self.kv_bound is not None and self.kv_bound()
 
     def waiting_order(self) -> Iterator[Call]:
+        if self.bound():
+            for _, call in list(self.by_program):
+                yield call
+            return
         for queue in self.queues:
             if queue:
                 # Iterate a snapshot: schedule() is lazy, and the engine may apply decisions while
@@ -94,14 +112,16 @@ class LevelPolicy(Policy):
 
     def _enqueue(self, call: Call) -> None:
         bisect.insort(self.queues[call.level], (self.order(call), call))
+        if self._adaptive:
+            bisect.insort(self.by_program, ((call.program.created, call.seq), call))
         self._push_deadline(call)
 
-    def _dequeue(self, call: Call) -> None:
-        queue = self.queues[call.level]
-        i = bisect.bisect_left(queue, (self.order(call),))
-        if i == len(queue) or queue[i][1] is not call:
-            raise RuntimeError(f"{call!r} is not in level {call.level}")
-        del queue[i]
+    def _dequeue(self, call: Call, moving: bool = False) -> None:
+        """Take a waiting call out of its level (and, unless it only `moving` between levels, out of
+        the program order)."""
+        _remove(self.queues[call.level], self.order(call), call)
+        if self._adaptive and not moving:
+            _remove(self.by_program, (call.program.created, call.seq), call)
 
     def _move(self, call: Call, level: int) -> None:
         """Change a call's level, keeping queue membership consistent."""
@@ -109,12 +129,13 @@ class LevelPolicy(Policy):
             return
         waiting = call.waiting_since >= 0
         if waiting:
-            self._dequeue(call)
+            self._dequeue(call, moving=True)
         call.level = level
         call.level_service = 0.0
         if waiting:
             call.version += 1
-            self._enqueue(call)
+            bisect.insort(self.queues[level], (self.order(call), call))
+            self._push_deadline(call)
         if self.on_level_change is not None:
             self.on_level_change(call)
 
@@ -172,3 +193,11 @@ class LevelPolicy(Policy):
         call.starve_service = 0.0
         self._move(call, 0)
         self.promotions += 1
+
+
+def _remove(queue: list[tuple[tuple[float, int], Call]], key: tuple[float, int], call: Call) -> None:
+    """Delete `call`, filed under `key`, from a sorted queue."""
+    i = bisect.bisect_left(queue, (key,))
+    if i == len(queue) or queue[i][1] is not call:
+        raise RuntimeError(f"{call!r} is not queued under {key}")
+    del queue[i]

@@ -34,6 +34,7 @@ from collections.abc import Callable, Collection, Iterable
 from itertools import islice
 
 from autellix.policy import Policy
+from autellix.policy.levels import LevelPolicy
 from autellix.policy.residency import ResidencyPolicy
 from autellix.programs import Call
 from autellix.sim.budget import SimBudget
@@ -57,6 +58,8 @@ class SimEngine(RunningCalls):
         kv = KVCache(gpu_blocks, cpu_blocks, caching, config.kv_offload)
         res = Residency(kv, cost.block_tokens)
         holding = EngineHolding(residency, res, demote_ended) if residency else None
+        if residency is not None and residency.gate is not None and isinstance(policy, LevelPolicy):
+            policy.kv_bound = residency.gate.thrashing  # the order adapts to the resource that binds
         super().__init__(index, policy, res, holding, config.swap != "recompute")
         self.cost = cost
         self.config = config

@@ -325,3 +325,25 @@ def test_on_level_change_reports_every_move():
     s = arrive(table, p, "s")
     p.tick(96)  # beta 4 x 12 = 48 steps for s; b (service 0) waited long enough too
     assert set(moved[2:]) == {s, b} and s.level == b.level == 0
+
+
+def test_while_the_cache_binds_the_order_is_program_fcfs_without_preemption():
+    """Adaptive order (docs/policy.md, rule 8): while `kv_bound` says the KV cache binds, the program
+    that arrived first goes first whatever its level, and nothing is preempted for the order; once it
+    stops binding, the PLAS order is back, levels intact."""
+    table, p = ProcessTable(), PLAS(CFG)
+    binds = [True]
+    p.kv_bound = lambda: binds[0]
+    table.start("old", now=0.0).service = 30  # level 2
+    table.start("young", now=5.0)  # level 0
+    young = arrive(table, p, "young", now=6.0)
+    old = arrive(table, p, "old", now=7.0)
+    assert (old.level, young.level) == (2, 0)
+    assert list(p.waiting_order()) == [old, young]
+    running = run(p, arrive(table, p, "running", now=8.0))
+    p.charge(running, decode_tokens=30)  # level 2: young outranks it by two levels
+    assert p.schedule([running], SeatBudget(1, 1)).preempted == []
+    binds[0] = False
+    assert list(p.waiting_order()) == [young, old]
+    assert p.schedule([running], SeatBudget(1, 1)).preempted == [running]
+    assert PLAS(CFG.replace(adaptive_order=False)).bound() is False

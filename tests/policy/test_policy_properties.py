@@ -60,3 +60,40 @@ def test_policy_invariants(name, seats, script):
         for call in active:
             assert 0 <= call.level < CFG.num_levels
             assert call.service >= 0 and call.wait >= 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.sampled_from(["plas", "atlas", "autellix"]), seats=st.integers(1, 4), script=ops,
+       flips=st.lists(st.booleans(), min_size=120, max_size=120))
+def test_adaptive_order_keeps_every_call_once_while_the_cache_binding_flips(name, seats, script, flips):
+    """With `kv_bound` flipping at random, no call is lost or duplicated, and while it binds the waiting
+    order is program FCFS and nothing is preempted for the order."""
+    policy, table = make_policy(name, CFG), ProcessTable()
+    now = iter(range(10_000))
+    bound = iter(flips)
+    state = [False]
+    policy.kv_bound = lambda: state[0]
+    running, active = [], []
+    for op, a, b in script:
+        state[0] = next(bound)
+        if op == "arrive":
+            call = table.new_call(f"p{a % 4}", thread=str(b % 2), prompt_tokens=b, now=float(next(now)))
+            policy.add(call)
+            active.append(call)
+        elif op == "schedule":
+            batch = policy.schedule(running, SeatBudget(seats, len(running)))
+            assert not (state[0] and batch.preempted)
+            policy.apply(batch, running)
+        elif op == "charge" and running:
+            policy.charge(running[a % len(running)], decode_tokens=b, prefill_tokens=a)
+        elif op == "tick":
+            policy.tick(b)
+        elif op == "finish" and running:
+            call = running.pop(a % len(running))
+            policy.remove(call)
+            table.finish_call(call)
+            active.remove(call)
+        check_membership(policy, running, active)
+        if state[0]:
+            order = [(c.program.created, c.seq) for c in policy.waiting_order()]
+            assert order == sorted(order)
