@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,7 @@ from autellix.engine.vllm_budget import EngineBudget
 from autellix.engine.vllm_holds import PluginHolds
 from autellix.engine.vllm_queue import LevelQueue
 from autellix.policy import Policy, make_policy
+from autellix.policy.levels import LevelPolicy
 from autellix.policy.residency import residency_for
 from autellix.policy.systems import system
 from autellix.programs import Call, CallState, ProcessTable
@@ -98,6 +100,12 @@ class _AutellixMixin:
                                   manager.block_pool.num_gpu_blocks)
         if residency is not None and manager.enable_caching:
             self.holds = PluginHolds(residency, manager, self.block_size)
+        self._bound = False
+        """Whether the queues are in the adaptive order's program FCFS (docs/policy.md, rule 8)."""
+        self._binds: Callable[[], bool] | None = None
+        if self.holds is not None and self.holds.gate is not None and isinstance(self.autellix, LevelPolicy):
+            self.autellix.kv_bound = self.holds.gate.thrashing
+            self._binds = self.autellix.bound
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 
     # -- arrivals and departures ---------------------------------------------------------------------
@@ -108,7 +116,7 @@ class _AutellixMixin:
             track = _Track(request, call)
             self._tracks[request.request_id] = self._by_call[call] = track
             self.autellix.add(call)
-            request.priority = self.autellix.priority(call)
+            request.priority = self._key(call)[0]
             self.autellix_stats["calls"] += 1
             if self._trace:
                 logger.info("autellix trace: arrive %s program=%s level=%d", request.request_id,
@@ -180,6 +188,8 @@ class _AutellixMixin:
             holds.expire()
             if holds.parked:
                 holds.admit_parked(self.waiting, idle=not self.running and not self.waiting)
+        if self._binds is not None and self._binds() != self._bound:
+            self._switch_order()
         if self.waiting and self.running:
             self._preempt_for_better_calls()
         output = super().schedule(*args, **kwargs)
@@ -247,12 +257,33 @@ class _AutellixMixin:
 
     # -- priorities ----------------------------------------------------------------------------------
 
+    def _switch_order(self) -> None:
+        """The KV cache started or stopped binding: every queued request takes its place in the new
+        order, and running ones their priority (vLLM's own memory-pressure victim reads it)."""
+        self._bound = not self._bound
+        for name in self._queues:
+            getattr(self, name).rekey(self._engine_key)
+        for request in self.running:
+            if (track := self._tracks.get(request.request_id)) is not None:
+                request.priority = self._key(track.call)[0]
+
+    def _key(self, call: Call) -> tuple[int, tuple[float, int]]:
+        """(priority, place) of a call in vLLM's queues: the policy's level and FCFS order, or the
+        adaptive order's (LevelPolicy.engine_key) where the policy has one."""
+        if self._binds is not None:
+            return self.autellix.engine_key(call)
+        return self.autellix.priority(call), self.autellix.order(call)
+
+    def _engine_key(self, request: Request) -> tuple[int, tuple[float, int]]:
+        track = self._tracks.get(request.request_id)
+        return self._key(track.call) if track is not None else (request.priority, (float("inf"), 0))
+
     def _sync_priority(self, call: Call) -> None:
         """Make request.priority follow the policy's level, moving the request if it is queued."""
         track = self._by_call.get(call)
         if track is None:
             return
-        request, new = track.request, self.autellix.priority(call)
+        request, new = track.request, self._key(call)[0]
         if new != request.priority:
             if not any(getattr(self, name).reprioritize(request, new) for name in self._queues):
                 request.priority = new
@@ -260,7 +291,7 @@ class _AutellixMixin:
     def _queue_place(self, request: Request) -> tuple[float, int]:
         """A queued request's place among equal levels: the policy's FCFS order (`Policy.order`)."""
         track = self._tracks.get(request.request_id)
-        return self.autellix.order(track.call) if track is not None else (float("inf"), 0)
+        return self._key(track.call)[1] if track is not None else (float("inf"), 0)
 
     def reset_prefix_cache(self, *args: Any, **kwargs: Any) -> bool:
         """vLLM resets only an idle cache: held blocks go back first."""

@@ -127,6 +127,21 @@ class LevelQueue(RequestQueue):
             self._maybe_compact()
         return True
 
+    def rekey(self, key: Callable[[Request], tuple[int, Any]]) -> None:
+        """Give every queued request (runnable or parked) the priority and place `key(request)` says,
+        keeping its arrival order among equal keys: O(n log n), for a change of the whole order (the
+        adaptive order's switch, docs/policy.md rule 8)."""
+        live = {}
+        for request, entry in self._live.items():
+            request.priority, place = key(request)
+            live[request] = [request.priority, place, entry[2], next(self._seq), request]
+        self._live = live
+        self._heap = list(live.values())
+        heapq.heapify(self._heap)
+        for request, (_, order) in list(self._parked.items()):
+            request.priority, place = key(request)
+            self._parked[request] = (place, order)
+
     def park(self, request: Request) -> bool:
         """Take a runnable request out of the schedule loop's view; False if it is not runnable here."""
         entry = self._live.pop(request, None)

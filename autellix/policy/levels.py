@@ -93,6 +93,13 @@ class LevelPolicy(Policy):
         """Whether the adaptive order is in force: the KV cache binds (module docstring)."""
         return self._adaptive and self.kv_bound is not None and self.kv_bound()
 
+    def engine_key(self, call: Call) -> tuple[int, tuple[float, int]]:
+        """(priority, place) an engine's own waiting queue orders `call` by (the plugin's LevelQueue):
+        (level, FCFS order) normally, (0, (program arrival, call arrival)) while the cache binds."""
+        if self.bound():
+            return 0, (call.program.created, call.seq)
+        return call.level, self.order(call)
+
     def waiting_order(self) -> Iterator[Call]:
         if self.bound():
             for _, call in list(self.by_program):

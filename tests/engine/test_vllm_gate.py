@@ -103,3 +103,33 @@ def test_an_ended_programs_history_is_evicted_before_any_other_cached_block():
     run_call(run, "x", "x2", prompt=x + [5] * 8)
     assert run.hits["y2"] == cached(y) and run.hits["x2"] == 0
     check_refs(sched)
+
+
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_while_the_cache_binds_the_older_program_runs_first_whatever_its_level(adaptive):
+    """The adaptive order (docs/policy.md, rule 8) in vLLM's own queue: three resident programs' next
+    calls wait for one seat; the oldest has the most service (the worst level). While the gate is in
+    force the oldest runs first and every queued request has priority 0 (program FCFS); with
+    `adaptive_order` off, PLAS runs the least served first. Once the gate lifts, levels are priorities."""
+    sched = make_scheduler("autellix", num_blocks=300, max_num_seqs=1, boundaries="0,100,1000,inf",
+                           admit_high=0.1, admit_low=0.05, adaptive_order=adaptive, **HOLDS)
+    run = Runner(sched)
+    histories = {p: run_call(run, p, f"{p}1") for p in ("old", "young", "mid")}
+    service = {"old": 5000.0, "young": None, "mid": 500.0}  # levels 2, 0, 1
+    for p in ("young", "mid", "old"):
+        run.add(make_request(ctx(p, service=service[p]), prompt=histories[p] + [7] * 8, request_id=f"{p}2"))
+    level = {p: sched.autellix_call(f"{p}2").level for p in service}
+    assert level == {"old": 2, "young": 0, "mid": 1}
+    holds_failing(sched)  # the working sets (3 x ~11 blocks) are past admit_high: the gate is in force
+    run.step()
+    assert run.scheduled[-1] == (["old2"] if adaptive else ["young2"])
+    queued = {r.request_id: r.priority for r in sched.waiting}
+    assert queued == ({"young2": 0, "mid2": 0} if adaptive else {"mid2": 1, "old2": 2})
+    sched.holds.gate.missed = 0.0
+    sched.holds.gate.in_force = False  # the gate lifts: level order again
+    run.step()
+    assert {r.request_id: r.priority for r in sched.waiting} == \
+        {f"{p}2": level[p] for p in ("mid",) + (("young",) if adaptive else ("old",))}
+    run.run()
+    assert {"old2", "young2", "mid2"} <= set(run.finished)
+    check_refs(sched)

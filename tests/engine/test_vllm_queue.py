@@ -63,3 +63,16 @@ def test_remove_and_membership():
     assert not q.reprioritize(a, 0)
     q.add_request(b)  # already queued: still one entry
     assert len(q) == 1 and q.pop_request() is b and not q
+
+
+def test_rekey_reorders_runnable_and_parked_requests_alike():
+    reqs = [_req(level, arrival) for level, arrival in ((2, 0.0), (0, 1.0), (1, 2.0))]
+    q = LevelQueue()
+    for r in reqs:
+        q.add_request(r)
+    assert list(q) == [reqs[1], reqs[2], reqs[0]]
+    assert q.park(reqs[2])
+    q.rekey(lambda r: (0, -r.arrival_time))  # one priority, latest arrival first
+    assert list(q) == [reqs[1], reqs[0]] and [r.priority for r in reqs] == [0, 0, 0]
+    q.unpark(reqs[2])
+    assert [q.pop_request() for _ in range(3)] == [reqs[2], reqs[1], reqs[0]]
