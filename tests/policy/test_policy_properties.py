@@ -27,6 +27,19 @@ def check_membership(policy, running, active):
     assert all(c.state is CallState.RUNNING for c in running)
 
 
+def apply_op(policy, table, op, a, b, running, active) -> None:
+    """The script steps both property tests share: charge a running call, tick, finish one."""
+    if op == "charge" and running:
+        policy.charge(running[a % len(running)], decode_tokens=b, prefill_tokens=a)
+    elif op == "tick":
+        policy.tick(b)
+    elif op == "finish" and running:
+        call = running.pop(a % len(running))
+        policy.remove(call)
+        table.finish_call(call)
+        active.remove(call)
+
+
 @settings(max_examples=150, deadline=None)
 @given(name=st.sampled_from(sorted(POLICIES)), seats=st.integers(1, 4), script=ops)
 def test_policy_invariants(name, seats, script):
@@ -43,16 +56,8 @@ def test_policy_invariants(name, seats, script):
             policy.apply(policy.schedule(running, SeatBudget(seats, len(running))), running)
             # With unbounded preemption and a seat budget, the batch is exactly a priority prefix.
             assert set(map(id, running)) == set(map(id, before[:min(seats, len(before))]))
-        elif op == "charge" and running:
-            call = running[a % len(running)]
-            policy.charge(call, decode_tokens=b, prefill_tokens=a)
-        elif op == "tick":
-            policy.tick(b)
-        elif op == "finish" and running:
-            call = running.pop(a % len(running))
-            policy.remove(call)
-            table.finish_call(call)
-            active.remove(call)
+        else:
+            apply_op(policy, table, op, a, b, running, active)
         check_membership(policy, running, active)
         for pid, prog in table.programs.items():
             assert prog.service >= seen_service.get(pid, 0)  # service never decreases
@@ -84,15 +89,8 @@ def test_adaptive_order_keeps_every_call_once_while_the_cache_binding_flips(name
             batch = policy.schedule(running, SeatBudget(seats, len(running)))
             assert not (state[0] and batch.preempted)
             policy.apply(batch, running)
-        elif op == "charge" and running:
-            policy.charge(running[a % len(running)], decode_tokens=b, prefill_tokens=a)
-        elif op == "tick":
-            policy.tick(b)
-        elif op == "finish" and running:
-            call = running.pop(a % len(running))
-            policy.remove(call)
-            table.finish_call(call)
-            active.remove(call)
+        else:
+            apply_op(policy, table, op, a, b, running, active)
         check_membership(policy, running, active)
         if state[0]:
             order = [(c.program.created, c.seq) for c in policy.waiting_order()]
