@@ -261,11 +261,16 @@ class _AutellixMixin:
         """The KV cache started or stopped binding: every queued request takes its place in the new
         order, and running ones their priority (vLLM's own memory-pressure victim reads it)."""
         self._bound = not self._bound
+        tracks = self._tracks
+
+        def key(request: Request) -> tuple[int, tuple[float, int]]:
+            track = tracks.get(request.request_id)
+            return self._key(track.call) if track is not None else (request.priority, (float("inf"), 0))
+
         for name in self._queues:
-            getattr(self, name).rekey(self._engine_key)
+            getattr(self, name).rekey(key)
         for request in self.running:
-            if (track := self._tracks.get(request.request_id)) is not None:
-                request.priority = self._key(track.call)[0]
+            request.priority = key(request)[0]
 
     def _key(self, call: Call) -> tuple[int, tuple[float, int]]:
         """(priority, place) of a call in vLLM's queues: the policy's level and FCFS order, or the
@@ -273,10 +278,6 @@ class _AutellixMixin:
         if self._binds is not None:
             return self.autellix.engine_key(call)
         return self.autellix.priority(call), self.autellix.order(call)
-
-    def _engine_key(self, request: Request) -> tuple[int, tuple[float, int]]:
-        track = self._tracks.get(request.request_id)
-        return self._key(track.call) if track is not None else (request.priority, (float("inf"), 0))
 
     def _sync_priority(self, call: Call) -> None:
         """Make request.priority follow the policy's level, moving the request if it is queued."""
