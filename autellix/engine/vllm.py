@@ -104,7 +104,7 @@ class _AutellixMixin:
         """Whether the queues are in the adaptive order's program FCFS (docs/policy.md, rule 8)."""
         self._binds: Callable[[], bool] | None = None
         if self.holds is not None and self.holds.gate is not None and isinstance(self.autellix, LevelPolicy):
-            self.autellix.kv_bound = self.holds.gate.thrashing
+            self.autellix.bind_kv(self.holds.gate.thrashing)
             self._binds = self.autellix.bound
         logger.info("Autellix scheduler: policy=%s trace=%s %s", self.autellix_name, self._trace, config)
 

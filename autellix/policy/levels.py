@@ -54,11 +54,10 @@ class LevelPolicy(Policy):
         # Promotion deadlines: (step, seq, version, call); stale when call.version moved on.
         self._deadlines: list[tuple[float, int, int, Call]] = []
         self.promotions = 0
-        self._adaptive = self.program_aware and self.config.adaptive_order
-        # Every waiting call by (program arrival, call arrival): the order while the cache binds.
-        self.by_program: list[tuple[tuple[float, int], Call]] = []
         self.kv_bound: Callable[[], bool] | None = None
-        """Set by the engine that carries out residency: whether its KV cache binds now."""
+        """Whether the engine's KV cache binds now (`bind_kv`); None: the order never adapts."""
+        # Every waiting call by (program arrival, call arrival), kept only once kv_bound is set.
+        self.by_program: list[tuple[tuple[float, int], Call]] = []
 
     # -- levels ------------------------------------------------------------------------------------
 
@@ -89,9 +88,17 @@ class LevelPolicy(Policy):
     def outranks(self, waiter: Call, victim: Call) -> bool:
         return victim.level - waiter.level >= self.config.preempt_gap and not self.bound()
 
+    def bind_kv(self, signal: Callable[[], bool]) -> None:
+        """The engine that carries out residency gives its binding signal (the gate's `thrashing`),
+        before any call arrives; ignored where `adaptive_order` is off or the policy is program-agnostic."""
+        if self.num_waiting:
+            raise RuntimeError("bind_kv: calls are already waiting")
+        if self.program_aware and self.config.adaptive_order:
+            self.kv_bound = signal
+
     def bound(self) -> bool:
         """Whether the adaptive order is in force: the KV cache binds (module docstring)."""
-        return self._adaptive and self.kv_bound is not None and self.kv_bound()
+        return self.kv_bound is not None and self.kv_bound()
 
     def engine_key(self, call: Call) -> tuple[int, tuple[float, int]]:
         """(priority, place) an engine's own waiting queue orders `call` by (the plugin's LevelQueue):
@@ -119,7 +126,7 @@ class LevelPolicy(Policy):
 
     def _enqueue(self, call: Call) -> None:
         bisect.insort(self.queues[call.level], (self.order(call), call))
-        if self._adaptive:
+        if self.kv_bound is not None:
             bisect.insort(self.by_program, ((call.program.created, call.seq), call))
         self._push_deadline(call)
 
@@ -127,7 +134,7 @@ class LevelPolicy(Policy):
         """Take a waiting call out of its level (and, unless it only `moving` between levels, out of
         the program order)."""
         _remove(self.queues[call.level], self.order(call), call)
-        if self._adaptive and not moving:
+        if self.kv_bound is not None and not moving:
             _remove(self.by_program, (call.program.created, call.seq), call)
 
     def _move(self, call: Call, level: int) -> None:

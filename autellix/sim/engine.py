@@ -59,7 +59,7 @@ class SimEngine(RunningCalls):
         res = Residency(kv, cost.block_tokens)
         holding = EngineHolding(residency, res, demote_ended) if residency else None
         if residency is not None and residency.gate is not None and isinstance(policy, LevelPolicy):
-            policy.kv_bound = residency.gate.thrashing  # the order adapts to the resource that binds
+            policy.bind_kv(residency.gate.thrashing)  # the order adapts to the resource that binds
         super().__init__(index, policy, res, holding, config.swap != "recompute")
         self.cost = cost
         self.config = config

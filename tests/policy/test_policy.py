@@ -333,7 +333,7 @@ def test_while_the_cache_binds_the_order_is_program_fcfs_without_preemption():
     stops binding, the PLAS order is back, levels intact."""
     table, p = ProcessTable(), PLAS(CFG)
     binds = [True]
-    p.kv_bound = lambda: binds[0]
+    p.bind_kv(lambda: binds[0])
     table.start("old", now=0.0).service = 30  # level 2
     table.start("young", now=5.0)  # level 0
     young = arrive(table, p, "young", now=6.0)
@@ -346,4 +346,6 @@ def test_while_the_cache_binds_the_order_is_program_fcfs_without_preemption():
     binds[0] = False
     assert list(p.waiting_order()) == [young, old]
     assert p.schedule([running], SeatBudget(1, 1)).preempted == [running]
-    assert PLAS(CFG.replace(adaptive_order=False)).bound() is False
+    off = PLAS(CFG.replace(adaptive_order=False))
+    off.bind_kv(lambda: True)
+    assert off.bound() is False

@@ -77,7 +77,7 @@ def test_adaptive_order_keeps_every_call_once_while_the_cache_binding_flips(name
     now = iter(range(10_000))
     bound = iter(flips)
     state = [False]
-    policy.kv_bound = lambda: state[0]
+    policy.bind_kv(lambda: state[0])
     running, active = [], []
     for op, a, b in script:
         state[0] = next(bound)
