@@ -62,6 +62,10 @@ class ProgramState:
     completed_calls: int = 0
     ephemeral: bool = False
     """An anonymous one-call program: dropped as soon as its call finishes."""
+    batch: bool = False
+    """The program's class: batch (nobody waits on it: an evaluation, RL rollouts) or interactive (the
+    default). Interactive programs go first and keep their KV; batch ones fill the rest (docs/policy.md,
+    'Classes')."""
 
     @property
     def is_parallel(self) -> bool:
@@ -162,10 +166,11 @@ class ProcessTable:
 
     def new_call(self, program_id: str | None, call_id: str | None = None, thread: str = "0",
                  prompt_tokens: int = 0, now: float = 0.0, service: float | None = None,
-                 wait: float | None = None) -> Call:
+                 wait: float | None = None, batch: bool | None = None) -> Call:
         """Register an arriving call. An unseen program id opens the program implicitly; None makes an
         anonymous one-call program. `service` / `wait` are snapshots sent by a gateway that keeps the
-        global table; when given they raise this table's values (which never decrease)."""
+        global table; when given they raise this table's values (which never decrease). `batch`, when
+        given, sets the program's class (a call that names none leaves it as it was)."""
         if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool) or prompt_tokens < 0:
             raise ValueError(f"prompt_tokens: must be a non-negative int, got {prompt_tokens!r}")
         program = self.start(program_id, now)
@@ -174,6 +179,8 @@ class ProcessTable:
             program.service = max(program.service, _non_negative("service", service))
         if wait is not None:
             program.wait = max(program.wait, _non_negative("wait", wait))
+        if batch is not None:
+            program.batch = bool(batch)
         call_id = uuid.uuid4().hex if call_id is None else call_id
         _check_id("call_id", call_id)
         if call_id in program.calls:
