@@ -4,7 +4,9 @@
 A request body's `vllm_xargs` reaches vLLM's scheduler as `sampling_params.extra_args`. Autellix puts
 four fields there: `autellix_program` (program id), `autellix_thread`, and `autellix_service` /
 `autellix_wait` (a gateway's snapshots of the program's service and wait when the call arrived).
-A fifth, `autellix_end` (true), marks a *program-end notice*: the engine releases the program's KV
+A fifth, `autellix_class` (`"batch"` or `"interactive"`), is the class the call names for its program
+(omitted when it names none: the program keeps its class; `ProgramContext.batch` is then None).
+Another, `autellix_end` (true), marks a *program-end notice*: the engine releases the program's KV
 holds at once and runs the request itself (one token) as an anonymous call (`end_notice`).
 The gateway and the benchmark write them with `to_xargs`; the engine plugin reads them with
 `parse_context`. Pure Python: no vLLM import. Ids are at most MAX_ID characters (autellix.programs).
@@ -20,9 +22,12 @@ from typing import Any
 
 from autellix.programs import MAX_ID
 
-XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END = (
-    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait", "autellix_end")
-_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_END))
+XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_CLASS, XARG_END = (
+    "autellix_program", "autellix_thread", "autellix_service", "autellix_wait", "autellix_class",
+    "autellix_end")
+_KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_CLASS, XARG_END))
+CLASS_VALUES = {"interactive": False, "batch": True}
+"""`autellix_class` value -> ProgramContext.batch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +38,28 @@ class ProgramContext:
     thread: str = "0"
     service: float | None = None
     wait: float | None = None
+    batch: bool | None = None
+    """The class the call names for its program (True: batch); None: it names none."""
     end: bool = False
     """A program-end notice: the program has ended (its holds go); the request itself is not its call."""
 
 
 def to_xargs(program: str, thread: str = "0", service: float | None = None,
-             wait: float | None = None) -> dict[str, str | float]:
-    """The `vllm_xargs` fields for a call of `program`; snapshots only when given."""
+             wait: float | None = None, batch: bool | None = None) -> dict[str, str | float]:
+    """The `vllm_xargs` fields for a call of `program`; snapshots and class only when given."""
     xargs: dict[str, str | float] = {XARG_PROGRAM: program, XARG_THREAD: thread}
     if service is not None:
         xargs[XARG_SERVICE] = service
     if wait is not None:
         xargs[XARG_WAIT] = wait
+    if batch is not None:
+        xargs[XARG_CLASS] = class_name(batch)
     return xargs
+
+
+def class_name(batch: bool) -> str:
+    """A program's class by name: "batch" or "interactive" (the keys of CLASS_VALUES)."""
+    return "batch" if batch else "interactive"
 
 
 def end_notice(program: str) -> dict[str, Any]:
@@ -77,6 +91,7 @@ def parse_context(extra_args: Any) -> tuple[ProgramContext, list[tuple[str, str]
             thread=_ident(XARG_THREAD, extra_args.get(XARG_THREAD, "0")),
             service=_amount(XARG_SERVICE, extra_args.get(XARG_SERVICE)),
             wait=_amount(XARG_WAIT, extra_args.get(XARG_WAIT)),
+            batch=_class(extra_args.get(XARG_CLASS)),
             end=extra_args.get(XARG_END) in (1, True, "1", "true"),
         )
     except ValueError as exc:
@@ -108,6 +123,15 @@ def _amount(field: str, value: Any) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"{field}: expected a finite number >= 0, got {value}")
     return value
+
+
+def _class(value: Any) -> bool | None:
+    if value is None:
+        return None
+    batch = CLASS_VALUES.get(value) if isinstance(value, str) else None
+    if batch is None:
+        raise ValueError(f"{XARG_CLASS}: expected 'batch' or 'interactive', got {short_repr(value)}")
+    return batch
 
 
 def short_repr(value: Any) -> str:

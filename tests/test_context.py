@@ -29,11 +29,31 @@ ids = st.text(min_size=1, max_size=MAX_ID)
 amounts = st.none() | st.floats(min_value=0, max_value=1e12)
 
 
-@given(ids, ids, amounts, amounts)
-def test_what_the_gateway_writes_the_engine_reads(program, thread, service, wait):
-    c, problems = parse_context(to_xargs(program, thread, service, wait))
+@given(ids, ids, amounts, amounts, st.none() | st.booleans())
+def test_what_the_gateway_writes_the_engine_reads(program, thread, service, wait, batch):
+    xargs = to_xargs(program, thread, service, wait, batch)
+    c, problems = parse_context(xargs)
     assert problems == []
-    assert (c.program, c.thread, c.service, c.wait) == (program, thread, service, wait)
+    assert (c.program, c.thread, c.service, c.wait, c.batch) == (program, thread, service, wait, batch)
+    assert ("autellix_class" in xargs) == (batch is not None)  # a call that names no class sends none
+
+
+def test_class_names_on_the_wire():
+    assert to_xargs("p", batch=True)["autellix_class"] == "batch"
+    assert to_xargs("p", batch=False)["autellix_class"] == "interactive"
+    assert parse_context({"autellix_program": "p"})[0].batch is None
+
+
+@pytest.mark.parametrize("value", ["Batch", "", "low", 1, True, 2.5, ["batch"], {"class": "batch"}])
+def test_invalid_class_drops_the_context(value):
+    c, problems = parse_context({"autellix_program": "p", "autellix_thread": "t", "autellix_class": value})
+    assert c.program is None and c.batch is None
+    assert [k for k, _ in problems] == ["invalid:autellix_class"]
+
+
+def test_class_without_program_runs_anonymous():
+    c, problems = parse_context({"autellix_class": "batch"})
+    assert c.program is None and c.batch is None and [k for k, _ in problems] == ["no-program"]
 
 
 def test_configuration_path():
