@@ -96,9 +96,9 @@ def make_request(xargs: Any = None, *, prompt_tokens: int = 20, max_tokens: int 
 
 
 def ctx(program: str, service: float | None = None, thread: str = "0",
-        wait: float | None = None) -> dict[str, str | float]:
+        wait: float | None = None, batch: bool | None = None) -> dict[str, str | float]:
     """A request's `extra_args` for a call of `program` (the gateway's wire format)."""
-    return to_xargs(program, thread, service, wait)
+    return to_xargs(program, thread, service, wait, batch)
 
 
 @dataclass

@@ -143,7 +143,7 @@ class _AutellixMixin:
         now = time.monotonic()
         try:
             return self.table.new_call(ctx.program, call_id, ctx.thread, request.num_prompt_tokens, now,
-                                       service=ctx.service, wait=ctx.wait)
+                                       service=ctx.service, wait=ctx.wait, batch=ctx.batch)
         except ValueError as exc:  # e.g. a call id already active in that program
             self._problem("table", f"{exc}; call runs anonymous", request)
             return self.table.new_call(None, None, "0", request.num_prompt_tokens, now)

@@ -336,6 +336,18 @@ def test_gateway_snapshots_raise_the_table(monkeypatch):
     assert sched.table.get("g").service == 32
 
 
+def test_the_class_a_call_names_sets_its_programs_class():
+    sched = make_scheduler("plas", max_num_seqs=4, **SMALL)
+    run = Runner(sched)
+    run.add(make_request(ctx("b", batch=True), max_tokens=2), make_request(ctx("i"), max_tokens=2))
+    assert sched.table.get("b").batch and not sched.table.get("i").batch
+    run.add(make_request(ctx("b"), max_tokens=2))  # names no class: the program keeps its own
+    assert sched.table.get("b").batch
+    run.add(make_request(ctx("b", batch=False), max_tokens=2))
+    assert not sched.table.get("b").batch
+    run.run()
+
+
 def test_additional_config_wins_over_the_environment(monkeypatch):
     monkeypatch.setenv("AUTELLIX_POLICY", "mlfq")
     sched = make_scheduler("plas")  # additional_config wins over the environment
