@@ -2,11 +2,12 @@
 
 Life of a call (each step in one module, each payload parsed once): read the body (413 past
 `max_body_bytes`) and parse it (400 if malformed: autellix.gateway.bodies) -> its model alias applied
-(`alias_model`) -> what it continues, for a stateful API (the Responses API's `previous_response_id`:
-404 when unknown; its input expanded to the whole history) -> its identity
-(autellix.gateway.identity: named, else inferred from the conversation; 400 for an unreadable message
-list) -> `Sessions.begin_call` (404 for another owner's program) -> the body for the engine, with
-usage requested and the program context added (the call's wire format: autellix.gateway.api) -> an
+(`alias_model`) -> its class, when it names one (autellix.gateway.classes; 400 for a bad one) -> what
+it continues, for a stateful API (the Responses API's `previous_response_id`: 404 when unknown; its
+input expanded to the whole history) -> its identity (autellix.gateway.identity: named, else inferred
+from the conversation; 400 for an unreadable message list) -> `Sessions.begin_call` (404 for another
+owner's program; the program takes the call's class) -> the body for the engine, with usage requested,
+the program context added and `priority` dropped (the call's wire format: autellix.gateway.api) -> an
 engine picked by the balancer (once ThunderAgent's pause gate lets the call's program run, with
 `--policy thunderagent`: autellix.gateway.pausing), sent, retried elsewhere only if it was never reached
 (autellix.gateway.forward) -> the answer read once, or its stream relayed (autellix.gateway.streaming)
@@ -33,6 +34,7 @@ from autellix.context import to_xargs
 from autellix.gateway.api import Usage, WireFormat
 from autellix.gateway.auth import Owner
 from autellix.gateway.bodies import parse_json_object, read_body
+from autellix.gateway.classes import call_class
 from autellix.gateway.flight import Flight
 from autellix.gateway.forward import Forwarder, Unaccounted, client_headers, upstream_headers
 from autellix.gateway.identity import Identifier, Identity
@@ -44,14 +46,14 @@ from autellix.gateway.upstreams import UpstreamPool
 from autellix.programs import Call
 
 
-def program_xargs(call: Call) -> dict[str, str | float]:
-    """Program context for the engine's Autellix scheduler (autellix.context; docs/gateway.md): ids, and
-    the service and wait snapshots at arrival. Anonymous calls send nothing: the engine plugin then runs
-    them as one-call programs without keeping a table entry for each (their snapshots would be 0
-    anyway)."""
+def program_xargs(call: Call, batch: bool | None = None) -> dict[str, str | float]:
+    """Program context for the engine's Autellix scheduler (autellix.context; docs/gateway.md): ids, the
+    service and wait snapshots at arrival, and the class the call names (`batch`; None: none, so none is
+    sent). Anonymous calls send nothing: the engine plugin then runs them as one-call programs without
+    keeping a table entry for each (their snapshots would be 0 anyway)."""
     if call.program.ephemeral:
         return {}
-    return to_xargs(call.program_id, call.thread, call.start_service, call.start_wait)
+    return to_xargs(call.program_id, call.thread, call.start_service, call.start_wait, batch)
 
 
 def alias_model(body: dict[str, Any], aliases: tuple[tuple[str, str], ...]) -> None:
@@ -84,13 +86,15 @@ class Proxy:
         """A call of `api` (POST at its path; see the module doc)."""
         body = parse_json_object(await read_body(request, self.max_body_bytes))
         alias_model(body, self.aliases)
+        batch = call_class(request.headers, body)
         turn = api.begin(body, owner)
         identity = self.identifier.identify(request.headers, body, owner, api,
                                             turn.chained if turn is not None else None)
         try:
             identity = await self._placed(identity)
             await self.sessions.pull(identity.program_id, owner)
-            call = self.sessions.begin_call(identity, owner, api.prompt_tokens(body, self.chars_per_token))
+            call = self.sessions.begin_call(identity, owner, api.prompt_tokens(body, self.chars_per_token),
+                                            batch)
         except BaseException:
             self.identifier.settle(identity, [])
             raise
@@ -98,7 +102,7 @@ class Proxy:
         try:
             if self.pausing is not None and await self.pausing.enter(call, request.receive):
                 flight.pausing = self.pausing
-            prepared = api.prepare(body, program_xargs(call))
+            prepared = api.prepare(body, program_xargs(call, batch))
             upstream, (resp, payload) = await self.forwarder.send(
                 request, api.path, prepared.content, upstream_headers(request, json_body=True),
                 pick=lambda tried: self.pool.pick(call.program, call.prompt_tokens, tried), attempt=flight,

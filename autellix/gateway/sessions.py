@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from autellix.context import class_name
 from autellix.gateway.api import Usage
 from autellix.gateway.auth import Owner
 from autellix.gateway.conversations import Entry, Query
@@ -179,13 +180,15 @@ class Sessions:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    def begin_call(self, identity: Identity, owner: Owner, prompt_tokens: int) -> Call:
-        """Register an arriving call. An unseen program id opens that program for this owner."""
+    def begin_call(self, identity: Identity, owner: Owner, prompt_tokens: int,
+                   batch: bool | None = None) -> Call:
+        """Register an arriving call. An unseen program id opens that program for this owner. `batch`:
+        the class the call names (autellix.gateway.classes), which its program takes; None leaves it."""
         pid = identity.program_id
         if pid is not None and pid in self.table and self.owners.get(pid) != owner:
             raise UnknownProgram(pid)
         call = self.table.new_call(pid, thread=identity.thread_id, prompt_tokens=prompt_tokens,
-                                   now=self.clock())
+                                   now=self.clock(), batch=batch)
         self.owners.setdefault(call.program.program_id, owner)
         if not call.program.ephemeral:
             self.sources.setdefault(call.program.program_id, identity.source)
@@ -228,6 +231,7 @@ class Sessions:
             "id": program.program_id,
             "object": "program",
             "source": self.sources.get(program.program_id, "anonymous"),
+            "class": class_name(program.batch),
             "created": self.wall(program.created),
             "service": program.service,
             "wait": program.wait,

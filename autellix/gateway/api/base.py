@@ -11,7 +11,8 @@ Invariants every WireFormat keeps:
 - An engine's complete answer is parsed once (`read_answer`), and each streamed event at most once
   (`StreamReader.event`); engine output that is not JSON is never an error of the call.
 - `prepare` is the only change to the client's body before it goes to the engine: it asks the engine
-  for usage (so the call can be charged) and adds the program context (`vllm_xargs`).
+  for usage (so the call can be charged), adds the program context (`vllm_xargs`) and drops the fields
+  the gateway reads for itself (`priority`: autellix.gateway.classes), through `engine_body`.
 - Replies are returned in the shape a client sends them back in its next call (the conversation index,
   autellix.gateway.conversations, matches them): chat messages for chat APIs (other APIs' messages are
   normalised to chat messages by their module), strings for text ones.
@@ -26,6 +27,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from autellix.gateway.classes import drop_engine_fields
 from autellix.gateway.conversations import ConversationIndex, Inference
 from autellix.policy.config import PolicyConfig
 
@@ -156,7 +158,9 @@ def json_or_none(raw: bytes) -> object:
 
 def engine_body(body: dict[str, Any], context: dict[str, str | float]) -> bytes:
     """The body an engine gets, serialised once: the program context merged into `vllm_xargs` (every API
-    vLLM serves takes it; docs/gateway.md, "What the engine receives")."""
+    vLLM serves takes it; docs/gateway.md, "What the engine receives"), `priority` removed (its class is
+    in the context: autellix.gateway.classes)."""
+    drop_engine_fields(body)
     if context:
         xargs = body.get("vllm_xargs")
         body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}
