@@ -105,6 +105,9 @@ class Call:
     preemptions: int = 0
     remaining: float = math.inf
     """Remaining service of the whole program, if an oracle knows it (SRPT only)."""
+    yields: bool = False
+    """Queued behind every interactive call: its program is batch and the call has not yet waited
+    `batch_wait_steps` (policy/levels.py, "Classes"). Set by the policy at entry."""
     version: int = 0
     """Bumped whenever a queued entry for this call becomes stale (lazy heap invalidation)."""
 

@@ -24,11 +24,15 @@ context, in blocks. Calls of resident programs are never held back.
   ThunderAgent's rule), until the working sets fit: the paused program loses its residency (and its
   holds) and its next call waits at the gate like a new program's.
 - An engine with nothing to run admits the first waiting program whatever the working sets say.
+- Classes (docs/policy.md, rule 9): while batch programs are resident, an interactive program is
+  admitted whatever the working sets say and is never paused; its working set counts, so batch programs
+  make room for it (paused at their next tool boundary) and use what interactive ones leave. Without
+  resident batch programs every program is gated and paused as above.
 - A program leaves when it ends (the gateway says so: DELETE, SDK exit, table TTL; in the simulator, its
   last call).
 
 Invariants: `working` holds exactly the resident programs and `inflight` has the same keys; `total` is
-the sum of `working`'s values.
+the sum of `working`'s values; `batch` is a subset of `working`'s keys.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class ProgramGate:
         """Running mean of the share of expected history that returning holdable programs missed."""
         self.holdable: set[str] = set()
         """Programs whose last call ended with a hold (their next call's cache hit is the signal)."""
+        self.batch: set[str] = set()
+        """Resident batch programs (while any is, interactive programs pass the gate and are not paused)."""
 
     # -- the thrash signal -----------------------------------------------------------------------------
 
@@ -103,13 +109,14 @@ class ProgramGate:
     def admitted(self, program_id: str) -> bool:
         return program_id in self.working
 
-    def admit(self, program_id: str, blocks: int, idle: bool = False) -> bool:
+    def admit(self, program_id: str, blocks: int, idle: bool = False, batch: bool = False) -> bool:
         """Whether a program's call here may join the queues; admits the program if so. `idle`: the
         engine has nothing to run, so holding the program back would only waste it (and across engines
-        could deadlock: two programs each resident where the other's next call waits)."""
+        could deadlock: two programs each resident where the other's next call waits). An interactive
+        program (`batch` False) is admitted at once while batch programs are resident."""
         if program_id in self.working:
             return True
-        if not idle:
+        if not idle and (batch or not self.batch):
             if self.closed:
                 if self.total >= self.low:
                     return False
@@ -120,6 +127,8 @@ class ProgramGate:
         self.working[program_id] = blocks
         self.total += blocks
         self.inflight[program_id] = 0
+        if batch:
+            self.batch.add(program_id)
         return True
 
     def started(self, program_id: str) -> None:
@@ -155,11 +164,14 @@ class ProgramGate:
             return []
         paused = []
         working = self.working
-        for pid in sorted((p for p, n in self.inflight.items() if n == 0), key=working.__getitem__):
+        batch = self.batch
+        for pid in sorted((p for p, n in self.inflight.items() if n == 0 and (p in batch or not batch)),
+                          key=working.__getitem__):
             if self.total <= self.high:
                 break
             self.total -= self.working.pop(pid)
             del self.inflight[pid]
+            batch.discard(pid)
             paused.append(pid)
         self.counters.programs_paused += len(paused)
         self.closed = True
@@ -170,3 +182,4 @@ class ProgramGate:
         self.total -= self.working.pop(program_id, 0)
         self.inflight.pop(program_id, None)
         self.holdable.discard(program_id)
+        self.batch.discard(program_id)

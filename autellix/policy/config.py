@@ -77,6 +77,10 @@ class PolicyConfig:
     force: working sets past `admit_high` and returning programs missing their held histories), order
     waiting calls by program arrival (program FCFS) and preempt none for the order; PLAS / ATLAS
     otherwise (docs/policy.md, rule 8)."""
+    batch_wait_steps: int = 4096
+    """The batch starvation bound: a call of a batch program that has waited this many engine steps in
+    all stops yielding to interactive calls (docs/policy.md, rule 9). About 2-3 minutes of a busy
+    engine: long against an interactive turn, short against a batch program's life."""
     table_ttl: float = 600.0
     """Seconds an idle program (no active call) stays in the process table."""
     residency: bool = True
@@ -122,6 +126,8 @@ class PolicyConfig:
             raise ConfigError(f"prefill_weight: must be >= 0, got {self.prefill_weight}")
         if self.max_preemptions < 0:
             raise ConfigError(f"max_preemptions: must be >= 0, got {self.max_preemptions}")
+        if self.batch_wait_steps < 0:
+            raise ConfigError(f"batch_wait_steps: must be >= 0, got {self.batch_wait_steps}")
         if self.preempt_gap < 1:
             raise ConfigError(f"preempt_gap: must be >= 1, got {self.preempt_gap}")
         if self.service_rule not in SERVICE_RULES:
@@ -181,7 +187,8 @@ class PolicyConfig:
             if isinstance(kwargs.get(key), str):
                 kwargs[key] = _parse_floats(key, kwargs[key])
         for key, kind in (("beta", float), ("prefill_weight", float), ("table_ttl", float),
-                          ("max_preemptions", int), ("preempt_gap", int), ("hold_max_s", float),
+                          ("max_preemptions", int), ("preempt_gap", int), ("batch_wait_steps", int),
+                          ("hold_max_s", float),
                           ("hold_prior_s", float), ("hold_slack", float), ("hold_cap", float),
                           ("admit_high", float), ("admit_low", float)):
             if key in kwargs:

@@ -13,6 +13,12 @@ Semantics (docs/policy.md, 'Rules'):
   program's arrival across all levels (program FCFS, Continuum's order) and nothing is preempted for the
   order; levels, quanta and promotions are still kept, so the PLAS order returns as it was once the
   cache stops binding.
+- Classes (docs/policy.md, rule 9): calls of batch programs *yield*: every interactive call goes before
+  every yielding one (in both orders above), and a program-aware policy preempts a yielding running
+  call for an interactive waiter whatever their levels (the preemption budget still bounds it). A
+  yielding call that has waited `batch_wait_steps` steps in all stops yielding until it finishes (the
+  batch starvation bound): it is then ordered as an interactive call of its level.
+  `priority` = level + K x yields, so an engine's own priority queue and victim choice follow the class.
 - Anti-starvation: a waiting call at level > 0 moves to level 0 when
       (program_wait + call_wait) / max(1, program_service + call_service) >= beta,
   where the program terms are the snapshots taken at arrival (zero for program-agnostic policies) and
@@ -49,15 +55,19 @@ class LevelPolicy(Policy):
         self.quanta = self.config.level_quanta()
         self.top = self.config.num_levels - 1
         self._by_program = self.program_aware and self.config.level_order == "program"
-        # queues[level] is a list of (order(call), call), sorted: FCFS inside a level.
-        self.queues: list[list[tuple[tuple[float, int], Call]]] = [[] for _ in range(self.config.num_levels)]
-        # Promotion deadlines: (step, seq, version, call); stale when call.version moved on.
+        self.levels = self.config.num_levels
+        # queues[priority(call)] is a list of (order(call), call), sorted: FCFS inside a level; the
+        # interactive levels come first, then the yielding ones (module docstring, "Classes").
+        self.queues: list[list[tuple[tuple[float, int], Call]]] = [[] for _ in range(2 * self.levels)]
+        # Promotion and lift deadlines: (step, seq, version, call); stale when call.version moved on.
         self._deadlines: list[tuple[float, int, int, Call]] = []
         self.promotions = 0
+        self.lifts = 0
+        """Yielding calls that reached the batch starvation bound."""
         self.kv_bound: Callable[[], bool] | None = None
         """Whether the engine's KV cache binds now (`bind_kv`); None: the order never adapts."""
-        # Every waiting call by (program arrival, call arrival), kept only once kv_bound is set.
-        self.by_program: list[tuple[tuple[float, int], Call]] = []
+        # Every waiting call by (yields, program arrival, call arrival), kept only once kv_bound is set.
+        self.by_program: list[tuple[tuple[bool, float, int], Call]] = []
 
     # -- levels ------------------------------------------------------------------------------------
 
@@ -74,18 +84,22 @@ class LevelPolicy(Policy):
             level = max([level] + [c.level for c in call.program.calls.values() if c is not call])
         call.level = level
         call.level_service = 0.0
+        call.yields = call.program.batch
 
     def priority(self, call: Call) -> int:
-        return call.level
+        """The call's queue: its level, after every interactive level when it yields."""
+        return call.level + self.levels if call.yields else call.level
 
     def order(self, call: Call) -> tuple[float, int]:
         """A call's FCFS place inside its level: (its program's arrival, or 0, then its own)."""
         return (call.program.created if self._by_program else 0.0, call.seq)
 
     def rank(self, call: Call) -> tuple:
-        return (call.level, 0 if call.state is CallState.RUNNING else 1, self.order(call))
+        return (self.priority(call), 0 if call.state is CallState.RUNNING else 1, self.order(call))
 
     def outranks(self, waiter: Call, victim: Call) -> bool:
+        if waiter.yields != victim.yields:  # a class apart: only program-aware policies preempt for it
+            return victim.yields and self.program_aware
         return victim.level - waiter.level >= self.config.preempt_gap and not self.bound()
 
     def bind_kv(self, signal: Callable[[], bool]) -> None:
@@ -102,10 +116,10 @@ class LevelPolicy(Policy):
 
     def engine_key(self, call: Call) -> tuple[int, tuple[float, int]]:
         """(priority, place) an engine's own waiting queue orders `call` by (the plugin's LevelQueue):
-        (level, FCFS order) normally, (0, (program arrival, call arrival)) while the cache binds."""
+        (priority, FCFS order) normally, (yields, (program arrival, call arrival)) while the cache binds."""
         if self.bound():
-            return 0, (call.program.created, call.seq)
-        return call.level, self.order(call)
+            return int(call.yields), (call.program.created, call.seq)
+        return self.priority(call), self.order(call)
 
     def waiting_order(self) -> Iterator[Call]:
         if self.bound():
@@ -120,22 +134,23 @@ class LevelPolicy(Policy):
                     yield call
 
     def waiting_at(self, level: int) -> list[Call]:
-        return [call for _, call in self.queues[level]]
+        """Waiting calls at `level`, interactive ones first."""
+        return [call for queue in (self.queues[level], self.queues[level + self.levels]) for _, call in queue]
 
     # -- queue membership --------------------------------------------------------------------------
 
     def _enqueue(self, call: Call) -> None:
-        bisect.insort(self.queues[call.level], (self.order(call), call))
+        bisect.insort(self.queues[self.priority(call)], (self.order(call), call))
         if self.kv_bound is not None:
-            bisect.insort(self.by_program, ((call.program.created, call.seq), call))
+            bisect.insort(self.by_program, ((call.yields, call.program.created, call.seq), call))
         self._push_deadline(call)
 
     def _dequeue(self, call: Call, moving: bool = False) -> None:
         """Take a waiting call out of its level (and, unless it only `moving` between levels, out of
         the program order)."""
-        _remove(self.queues[call.level], self.order(call), call)
+        _remove(self.queues[self.priority(call)], self.order(call), call)
         if self.kv_bound is not None and not moving:
-            _remove(self.by_program, (call.program.created, call.seq), call)
+            _remove(self.by_program, (call.yields, call.program.created, call.seq), call)
 
     def _move(self, call: Call, level: int) -> None:
         """Change a call's level, keeping queue membership consistent."""
@@ -148,7 +163,7 @@ class LevelPolicy(Policy):
         call.level_service = 0.0
         if waiting:
             call.version += 1
-            bisect.insort(self.queues[level], (self.order(call), call))
+            bisect.insort(self.queues[self.priority(call)], (self.order(call), call))
             self._push_deadline(call)
         if self.on_level_change is not None:
             self.on_level_change(call)
@@ -178,6 +193,9 @@ class LevelPolicy(Policy):
     # -- anti-starvation ---------------------------------------------------------------------------
 
     def _push_deadline(self, call: Call) -> None:
+        if call.yields:
+            lift = call.waiting_since + self.config.batch_wait_steps - call.wait
+            heapq.heappush(self._deadlines, (lift, call.seq, call.version, call))
         if not self.config.starvation or call.level == 0:
             return
         pw, ps = (call.start_wait, call.start_service) if self.program_aware else (0.0, 0.0)
@@ -195,8 +213,22 @@ class LevelPolicy(Policy):
         heap = self._deadlines
         while heap and heap[0][0] <= self.step:
             _, _, version, call = heapq.heappop(heap)
-            if version == call.version and call.waiting_since >= 0 and call.level > 0:
+            if version != call.version or call.waiting_since < 0:
+                continue
+            if call.yields and self.current_wait(call) >= self.config.batch_wait_steps:
+                self._lift(call)
+            elif call.level > 0:
                 self._promote(call)
+
+    def _lift(self, call: Call) -> None:
+        """A yielding call reached the batch starvation bound: it stops yielding (module docstring)."""
+        self._dequeue(call)
+        call.yields = False
+        call.version += 1
+        self.lifts += 1
+        self._enqueue(call)
+        if self.on_level_change is not None:
+            self.on_level_change(call)
 
     def _promote(self, call: Call) -> None:
         """Move a starving waiting call to level 0 and reset only its starvation counters."""

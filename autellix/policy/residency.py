@@ -14,6 +14,8 @@ is admitted (which then owns the blocks), the hold's deadline passes, the progra
 - Holds are a bias, never a lock (`soft`): engines release them before refusing a waiting call or
   preempting a running one for memory, lowest value first, and the held share is capped (`hold_cap`).
   `soft=False` is Continuum's rule (a hard pin for a TTL: the baseline `continuum`).
+- Batch programs' holds are released before any interactive program's (docs/policy.md, rule 9); among
+  each class, by value.
 - Value, for the release order: recompute tokens saved per block-second the hold still occupies,
   tokens / (blocks x remaining), where remaining is the time until the program is expected back, or, once
   it is overdue, the time it has already been away (a program late for its expected return is likely in a
@@ -55,6 +57,8 @@ class Hold:
     start: float
     expected: float
     deadline: float
+    batch: bool = False
+    """The program is batch: its holds give way before any interactive program's (docs/policy.md, rule 9)."""
     live: bool = True
 
     def value(self, now: float) -> float:
@@ -136,9 +140,11 @@ class ResidencyPolicy:
 
     # -- holds -----------------------------------------------------------------------------------------
 
-    def finished(self, program_id: str, key: Hashable, blocks: int, tokens: int, now: float) -> Hold | None:
-        """A call of a live program finished with `tokens` of history in `blocks` resident blocks: the
-        hold to take (None: no hold). The engine applies it, then asks `over_cap` which to give back."""
+    def finished(self, program_id: str, key: Hashable, blocks: int, tokens: int, now: float,
+                 batch: bool = False) -> Hold | None:
+        """A call of a live program (`batch`: of the batch class) finished with `tokens` of history in
+        `blocks` resident blocks: the hold to take (None: no hold). The engine applies it, then asks
+        `over_cap` which to give back."""
         self.last_finish[program_id] = now
         if self.gate is not None:
             self.gate.finished(program_id)
@@ -158,7 +164,7 @@ class ResidencyPolicy:
         old = self.holds.get(key)
         if old is not None:
             self.release(old)
-        hold = Hold(program_id, key, blocks, tokens, now, now + pause, now + ttl)
+        hold = Hold(program_id, key, blocks, tokens, now, now + pause, now + ttl, batch)
         self.holds[key] = hold
         self.by_program.setdefault(program_id, set()).add(key)
         heapq.heappush(self._deadlines, (hold.deadline, next(self._seq), hold))
@@ -201,12 +207,12 @@ class ResidencyPolicy:
         return heap[0][0] if heap else None
 
     def by_value(self, now: float, keep: Collection[str] = ()) -> list[Hold]:
-        """Live soft holds of programs not in `keep`, lowest value first (what to release under
-        pressure); none when holds are hard."""
+        """Live soft holds of programs not in `keep`, batch programs' first, then lowest value first
+        (what to release under pressure); none when holds are hard."""
         if not self.soft:
             return []
         return sorted((h for h in self.holds.values() if h.program_id not in keep),
-                      key=lambda h: h.value(now))
+                      key=lambda h: (not h.batch, h.value(now)))
 
     def over_cap(self, held: int, now: float) -> list[Hold]:
         """With `held` blocks held (the engine's exact count), the holds to release, lowest value first,

@@ -20,7 +20,11 @@ arrived at its instant.
 Open loop: programs arrive at their spec's arrival times. Closed loop (`concurrency` N): N programs are
 in flight from time 0; when one ends the next starts at once (its arrival is that instant), and the run
 stops at the `stop_after`-th program completion, as an agent fleet (an evaluation, RL rollouts) keeps N
-agents busy. A program's end reaches every engine (`SimEngine.end_program`), as the gateway's DELETE does.
+agents busy. Mixed classes (`interactive`, docs/simulator.md "Interactive and batch"): the closed-loop
+fleet is batch, and an open-loop stream of interactive programs arrives beside it, its arrival times
+counted from the fleet's `concurrency`-th completion (the fleet has turned over once: a steady state);
+the run stops at the last interactive program's completion. A program's end reaches every engine
+(`SimEngine.end_program`), as the gateway's DELETE does.
 With `thunderagent` a PauseGate in the gateway holds back the calls of paused programs.
 """
 
@@ -52,7 +56,8 @@ class Cluster:
     def __init__(self, programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
                  balancer: str = "locality", config: EngineConfig | None = None,
                  policy_config: PolicyConfig | None = None, cpu_blocks: int = 0,
-                 concurrency: int | None = None, stop_after: int | None = None) -> None:
+                 concurrency: int | None = None, stop_after: int | None = None,
+                 interactive: Sequence[ProgramSpec] = ()) -> None:
         if engines < 1:
             raise ValueError(f"engines: must be >= 1, got {engines}")
         if not programs:
@@ -61,6 +66,8 @@ class Cluster:
             raise ValueError(f"concurrency: must be >= 1, got {concurrency}")
         if stop_after is not None and not 1 <= stop_after <= len(programs):
             raise ValueError(f"stop_after: must be in [1, {len(programs)}], got {stop_after}")
+        if interactive and (concurrency is None or stop_after is not None):
+            raise ValueError("interactive: needs a closed-loop fleet (concurrency) and no stop_after")
         self.config = config or EngineConfig()
         self.system = system(policy)
         self.policy_config = policy_config or PolicyConfig()
@@ -77,7 +84,12 @@ class Cluster:
         if self.shared:  # one engine: its table would mirror the gateway's exactly, so share it
             self.engines[0].table = self.table
         delay = self.config.request_overhead(cost)
-        self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in programs]
+        batch = bool(interactive)
+        self.runs = [ProgramRun(p, self.policy_config.prefill_weight, delay, batch) for p in programs]
+        self.stream = [ProgramRun(p, self.policy_config.prefill_weight, delay) for p in interactive]
+        """The interactive programs (open loop, after the fleet's warm-up)."""
+        self.stream_ids = {r.program_id for r in self.stream}
+        self.stream_left = len(self.stream)
         self.live: dict[str, ProgramRun] = {}
         """Started programs not yet ended, by id."""
         self.state = [IDLE] * engines
@@ -108,7 +120,7 @@ class Cluster:
         for _ in range(self.concurrency or len(self.runs)):
             self._start(0.0)
         heap, pop = self._heap, heapq.heappop
-        while heap and self.completed != self.stop_after:
+        while heap and self.completed != self.stop_after and (self.stream_left or not self.stream):
             t, phase, _, a, b = pop(heap)
             self.events += 1
             if phase == BOUNDARY:
@@ -130,7 +142,10 @@ class Cluster:
                     self.state[a.index] = BUSY
                     self._push(end, BOUNDARY, a, a.version)
                 self._arm(a)
-        if self.stop_after is None:
+        if self.stream_left:
+            raise RuntimeError(f"the batch fleet ran out of programs with {self.stream_left} interactive "
+                               "program(s) unfinished: draw more fleet programs")
+        if self.stop_after is None and not self.stream:
             unfinished = sum(1 for r in self.runs if r.finished < 0)
             if unfinished:
                 raise RuntimeError(f"simulation ended with {unfinished} unfinished program(s)")
@@ -147,6 +162,14 @@ class Cluster:
             run.spec = run.spec.retimed(now)
         for t, i in run.roots():
             self._push(t, ISSUE, run, i)
+
+    def _start_stream(self, now: float) -> None:
+        """The interactive stream begins: its arrivals are counted from `now`."""
+        for run in self.stream:
+            run.spec = run.spec.retimed(now + run.spec.arrival)
+            self.live[run.program_id] = run
+            for t, i in run.roots():
+                self._push(t, ISSUE, run, i)
 
     def _arm(self, engine: SimEngine) -> None:
         """Schedule a wake-up at the engine's next hold deadline (once per deadline)."""
@@ -173,14 +196,14 @@ class Cluster:
         pid, cid, thread = run.program_id, str(i), str(spec.thread)
         if self.gate is not None and not self._gate_pass(run, i, now):
             return
-        gcall = self.table.new_call(pid, cid, thread, spec.prompt_tokens, now)
+        gcall = self.table.new_call(pid, cid, thread, spec.prompt_tokens, now, batch=run.batch)
         index = self.balancer.pick(gcall.program, spec.prompt_tokens, self.loads)
         engine = self.engines[index]
         if self.shared:
             call = gcall
         else:
             call = engine.table.new_call(pid, cid, thread, spec.prompt_tokens, now,
-                                         service=gcall.start_service, wait=gcall.start_wait)
+                                         service=gcall.start_service, wait=gcall.start_wait, batch=run.batch)
         call.remaining = run.work_left  # the SRPT oracle's knowledge; other policies ignore it
         chain, base = run.chain(i, engine.res.block if engine.kv.caching else 0)
         p = spec.prefix_call
@@ -211,7 +234,13 @@ class Cluster:
         if self.gate is not None:
             self.gate.finished(run.program_id, sc.prompt + sc.output)
         if run.finished >= 0:
-            self.completed += 1
+            fleet = run.program_id not in self.stream_ids
+            if fleet:
+                self.completed += 1
+                if self.completed == self.concurrency and self.stream:
+                    self._start_stream(now)
+            else:
+                self.stream_left -= 1
             del self.live[run.program_id]
             self.table.end(run.program_id)
             calls = [c for c in run.sims if c is not None]
@@ -222,7 +251,7 @@ class Cluster:
                     engine.table.programs.pop(run.program_id, None)
             if self.gate is not None:
                 self.gate.end(run.program_id)
-            if self.concurrency is not None:
+            if self.concurrency is not None and fleet:
                 self._start(now)
         if self.gate is not None:
             self._rebalance(now)
@@ -247,12 +276,12 @@ class Cluster:
 
     def _result(self, wall_s: float) -> SimResult:
         programs, calls = [], []
-        for run in self.runs[:self.started]:
+        for run in self.runs[:self.started] + self.stream:
             spec = run.spec
             if run.finished >= 0:  # (a closed loop stops with programs in flight: left out)
                 programs.append(ProgramOutcome(spec.program_id, spec.kind, spec.num_threads,
                                                spec.num_calls, spec.arrival, run.finished,
-                                               spec.total_output_tokens))
+                                               spec.total_output_tokens, run.batch))
             for sc in run.sims:
                 if sc is None or not sc.done:
                     continue
@@ -267,9 +296,10 @@ class Cluster:
 def simulate(programs: Sequence[ProgramSpec], policy: str, cost: CostModel, engines: int = 1,
              balancer: str = "locality", config: EngineConfig | None = None,
              policy_config: PolicyConfig | None = None, cpu_blocks: int = 0,
-             concurrency: int | None = None, stop_after: int | None = None) -> SimResult:
+             concurrency: int | None = None, stop_after: int | None = None,
+             interactive: Sequence[ProgramSpec] = ()) -> SimResult:
     """Run `programs` on `engines` simulated engines under `policy` (a name in policy/systems.py's SYSTEMS):
     open loop (arrival times as given), or closed loop with `concurrency` programs in flight until
-    `stop_after` programs completed (module docstring)."""
+    `stop_after` programs completed, or a batch fleet beside an `interactive` stream (module docstring)."""
     return Cluster(programs, policy, cost, engines, balancer, config, policy_config, cpu_blocks,
-                   concurrency, stop_after).run()
+                   concurrency, stop_after, interactive).run()

@@ -23,6 +23,8 @@ class ProgramRun:
     spec: ProgramSpec
     prefill_weight: float
     issue_delay: float = 0.0
+    batch: bool = False
+    """The program's class (ProgramState.batch): set on each call's table entry."""
     deps_left: list[int] = field(default_factory=list)
     children: list[list[int]] = field(default_factory=list)
     sims: list[SimCall | None] = field(default_factory=list)

@@ -45,6 +45,8 @@ class EngineHolding:
         self.policy.arrive(pid, sc.issued)
         if gate is None:
             return True
+        if gate.batch and not sc.call.program.batch and pid not in self.gated:
+            gate.admit(pid, self.res.blocks(sc.prompt))  # interactive, batch programs resident: admitted
         if pid in self.gated or not gate.admitted(pid):
             if pid not in self.gated:
                 self.policy.counters.programs_gated += 1
@@ -60,7 +62,8 @@ class EngineHolding:
         gated, gate = self.gated, self.policy.gate
         while gated:
             pid, calls = next(iter(gated.items()))
-            if not gate.admit(pid, self.res.blocks(max(sc.prompt for sc in calls)), idle and not out):
+            if not gate.admit(pid, self.res.blocks(max(sc.prompt for sc in calls)), idle and not out,
+                              calls[0].call.program.batch):
                 break
             del gated[pid]
             for _ in calls:
@@ -100,7 +103,7 @@ class EngineHolding:
             return
         chain = self.res.history(sc)
         blocks = sum(kv.cached.get(seg, 0) for seg, _ in chain)
-        if policy.finished(pid, sc, blocks, sc.prompt + sc.output, now) is None:
+        if policy.finished(pid, sc, blocks, sc.prompt + sc.output, now, sc.call.program.batch) is None:
             return
         kv.hold(chain)
         self.chains[sc] = chain

@@ -1,7 +1,8 @@
-"""RunningLevels: an engine's running calls filed by policy level, to find the worst ones quickly.
+"""RunningLevels: an engine's running calls filed by policy priority, to find the worst ones quickly.
 
-For level policies a running call's rank is (level, order) (policy/levels.py: `rank` = (level, running
-first, order)), so the worst running calls are the last in order of the highest non-empty level. The engine
+For level policies a running call's rank is (priority, order) (policy/levels.py: `rank` = (priority,
+running first, order); priority is the level, after every interactive level for a yielding call), so the
+worst running calls are the last in order of the highest non-empty priority. The engine
 refiles a call whenever its level may have changed (admission and its own event steps, which is where
 levels change), so `worst` never needs a full sort of the running set.
 """
@@ -16,16 +17,16 @@ from autellix.sim.request import SimCall
 
 
 class RunningLevels:
-    __slots__ = ("queues", "order")
+    __slots__ = ("queues", "order", "priority")
 
     def __init__(self, policy: LevelPolicy) -> None:
-        levels = policy.config.num_levels
-        self.queues: list[list[tuple[tuple[float, int], SimCall]]] = [[] for _ in range(levels)]
+        self.queues: list[list[tuple[tuple[float, int], SimCall]]] = [[] for _ in range(2 * policy.levels)]
         self.order = policy.order
+        self.priority = policy.priority
 
     def refile(self, sc: SimCall) -> None:
-        """File (or move) a running call under its current level."""
-        level = sc.call.level
+        """File (or move) a running call under its current priority."""
+        level = self.priority(sc.call)
         if sc.level_slot == level:
             return
         if sc.level_slot >= 0:
@@ -37,7 +38,7 @@ class RunningLevels:
         queue = self.queues[sc.level_slot]
         i = bisect.bisect_left(queue, (self.order(sc.call),))
         if i == len(queue) or queue[i][1] is not sc:
-            raise RuntimeError(f"running call {sc.call!r} is not filed at level {sc.level_slot}")
+            raise RuntimeError(f"running call {sc.call!r} is not filed at priority {sc.level_slot}")
         del queue[i]
         sc.level_slot = -1
 

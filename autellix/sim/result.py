@@ -21,6 +21,8 @@ class ProgramOutcome:
     arrival: float
     finish: float
     output_tokens: int
+    batch: bool = False
+    """The program's class (a batch fleet beside an interactive stream; else False)."""
 
     @property
     def jct(self) -> float:
