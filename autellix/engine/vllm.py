@@ -123,7 +123,7 @@ class _AutellixMixin:
                             short_repr(call.program.program_id), call.level)
             super().add_request(request)
             if self.holds is not None and not call.program.ephemeral:
-                self.holds.arrive(call.program.program_id, request, self.waiting)
+                self.holds.arrive(call.program.program_id, request, self.waiting, call.program.batch)
             return
         super().add_request(request)
 
@@ -161,7 +161,8 @@ class _AutellixMixin:
             program = track.call.program
             if self.holds is not None and not program.ephemeral:  # before vLLM frees the blocks
                 self.holds.unqueued(program.program_id, request)
-                self.holds.finished(request.request_id, program.program_id, request.num_tokens)
+                self.holds.finished(request.request_id, program.program_id, request.num_tokens,
+                                    program.batch)
             del self._by_call[track.call]
             self.autellix.remove(track.call)
             self.table.finish_call(track.call, time.monotonic())

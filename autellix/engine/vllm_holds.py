@@ -55,6 +55,8 @@ class PluginHolds:
         self.expected: dict[str, int] = {}
         """program -> tokens of history its hold covered (what its next call expects cached)."""
         self.parked: dict[str, list[Any]] = {}
+        self.parked_batch: dict[str, bool] = {}
+        """Parked program -> its class (the gate admits interactive and batch programs apart)."""
         allocate = kv_cache_manager.allocate_slots
 
         def allocate_slots(*args: Any, **kwargs: Any) -> Any:
@@ -70,16 +72,20 @@ class PluginHolds:
 
     # -- the gate --------------------------------------------------------------------------------------
 
-    def arrive(self, program_id: str, request: Any, queue: LevelQueue) -> None:
-        """A call of the program was queued (in `queue`): parked unless the program is resident."""
+    def arrive(self, program_id: str, request: Any, queue: LevelQueue, batch: bool = False) -> None:
+        """A call of the program (`batch`: of the batch class) was queued (in `queue`): parked unless
+        the program is resident or, while batch programs are, interactive (ProgramGate.admit)."""
         self.policy.arrive(program_id, time.monotonic())
         gate = self.gate
         if gate is None:
             return
-        if self.parked or not gate.admit(program_id, self._blocks(request.num_tokens)):
+        passes = not batch and bool(gate.batch)  # FCFS among the parked, but no interactive one parks
+        if (self.parked and not passes) or not gate.admit(program_id, self._blocks(request.num_tokens),
+                                                          batch=batch):
             if not gate.admitted(program_id) and queue.park(request):  # FCFS: none overtakes the parked
                 if program_id not in self.parked:
                     self.policy.counters.programs_gated += 1
+                    self.parked_batch[program_id] = batch
                 self.parked.setdefault(program_id, []).append(request)
                 return
         gate.started(program_id)
@@ -89,10 +95,12 @@ class PluginHolds:
         gate, parked = self.gate, self.parked
         while parked:
             program_id, requests = next(iter(parked.items()))
-            if not gate.admit(program_id, self._blocks(max(r.num_tokens for r in requests)), idle):
+            blocks = self._blocks(max(r.num_tokens for r in requests))
+            if not gate.admit(program_id, blocks, idle, self.parked_batch[program_id]):
                 return
             idle = False
             del parked[program_id]
+            del self.parked_batch[program_id]
             for request in requests:
                 queue.unpark(request)
                 gate.started(program_id)
@@ -116,15 +124,17 @@ class PluginHolds:
             requests.remove(request)
             if not requests:
                 del self.parked[program_id]
+                del self.parked_batch[program_id]
 
     # -- holds -----------------------------------------------------------------------------------------
 
-    def finished(self, request_id: str, program_id: str, num_tokens: int) -> None:
-        """A request of a live program is about to be freed: hold its cached blocks if the policy says so."""
+    def finished(self, request_id: str, program_id: str, num_tokens: int, batch: bool = False) -> None:
+        """A request of a live program (`batch`: of the batch class) is about to be freed: hold its
+        cached blocks if the policy says so."""
         blocks = [b for group in self.manager.get_blocks(request_id).blocks for b in group
                   if b.block_hash is not None and not b.is_null]
         now = time.monotonic()
-        hold = self.policy.finished(program_id, request_id, len(blocks), num_tokens, now)
+        hold = self.policy.finished(program_id, request_id, len(blocks), num_tokens, now, batch)
         if self.gate is not None:
             self.gate.grow(program_id, self._blocks(num_tokens))
         if hold is None:

@@ -33,6 +33,10 @@ FLEET_COLUMNS = ("policy", "concurrency", "programs_per_hour", "calls_per_min", 
                  "prefill_tokens", "new_prompt_tokens", "prefix_hit_share", "holds_granted",
                  "holds_expired", "holds_released_pressure", "programs_paused", "wall_s")
 
+MIXED_COLUMNS = ("policy", "concurrency", "programs_per_hour", "p95_jct", "prefill_tokens",
+                 "interactive_programs", "interactive_jct_mean", "interactive_jct_p95",
+                 "interactive_ttft_p95", "wall_s")
+
 
 def _floats(text: str, name: str) -> tuple[float, ...]:
     try:
@@ -86,6 +90,13 @@ def add_sweep_arguments(sim: argparse.ArgumentParser) -> None:
     g.add_argument("--programs", default="1000", metavar="N|N1,N2,...",
                    help="programs per rate point, or one count per rate (default 1000); with --concurrency "
                         "the programs completed per point")
+    g.add_argument("--interactive", metavar="WORKLOAD",
+                   help="with --concurrency: an open-loop stream of this workload's programs, interactive, "
+                        "beside the fleet, which is then batch; each class's figures apart")
+    g.add_argument("--interactive-rate", type=float, default=0.1, metavar="R",
+                   help="the interactive stream's arrivals, programs/s (default 0.1)")
+    g.add_argument("--interactive-programs", type=int, default=200, metavar="M",
+                   help="interactive programs per point; it ends when the last completes (default 200)")
     g.add_argument("--engines", type=int, default=1, help="engines behind the balancer (default 1)")
     g.add_argument("--balancer", default="locality", help=f"one of {', '.join(sorted(BALANCERS))}")
     g.add_argument("--hardware", default="h200", help=f"GPU preset: {', '.join(sorted(hw.GPUS))}")
@@ -132,7 +143,8 @@ def spec_from_args(args: argparse.Namespace) -> SweepSpec:
         rates=_floats(args.rates or "", "--rates"), programs=parse_counts(args.programs),
         engines=args.engines,
         balancer=args.balancer, hardware=args.hardware, model=args.model, calibration=args.calibration,
-        seed=args.seed, scale=args.scale, config=config, policy_config=pconf,
+        seed=args.seed, scale=args.scale, config=config, policy_config=pconf, interactive=args.interactive,
+        interactive_rate=args.interactive_rate, interactive_programs=args.interactive_programs,
         baselines=tuple(b for b in args.baselines.split(",") if b),
         multiples=_floats(args.targets, "--targets"))
 
@@ -161,7 +173,7 @@ def _run_fleet_command(args: argparse.Namespace, spec: SweepSpec) -> int:
         raise ValueError("--rates and --concurrency: give one (open loop or closed loop), not both")
     concurrency = tuple(int(c) for c in _floats(args.concurrency, "--concurrency"))
     payload = run_fleet(spec, concurrency, progress=not args.quiet, jobs=args.jobs)
-    print(format_fleet(payload, FLEET_COLUMNS))
+    print(format_fleet(payload, MIXED_COLUMNS if spec.interactive else FLEET_COLUMNS))
     if args.json:
         write_json(args.json, payload)
     if args.plot:

@@ -40,6 +40,13 @@ class SweepSpec:
     scale: float = 1.0
     config: EngineConfig = field(default_factory=EngineConfig)
     policy_config: PolicyConfig = field(default_factory=PolicyConfig)
+    interactive: str | None = None
+    """Closed loop only: the workload of an interactive stream beside the fleet, which is then batch
+    (docs/simulator.md, "Interactive and batch")."""
+    interactive_rate: float = 0.1
+    """The interactive stream's program arrival rate (programs/s)."""
+    interactive_programs: int = 200
+    """Interactive programs per point (the point ends when the last completes)."""
     baselines: tuple[str, ...] = ("fcfs", "fcfs-nocache")
     multiples: tuple[float, ...] = DEFAULT_MULTIPLES
 
@@ -61,6 +68,15 @@ class SweepSpec:
             raise ValueError(f"--balancer: unknown {self.balancer!r}; choose one of {sorted(BALANCERS)}")
         if not self.scale > 0:
             raise ValueError(f"--scale: must be > 0, got {self.scale}")
+        if self.interactive is not None:
+            if self.interactive not in WORKLOADS:
+                raise ValueError(f"--interactive: unknown workload {self.interactive!r}; choose one of "
+                                 f"{sorted(WORKLOADS)}")
+            if need_rates:
+                raise ValueError("--interactive: needs a closed-loop fleet (--concurrency), not --rates")
+            if not self.interactive_rate > 0 or self.interactive_programs < 1:
+                raise ValueError(f"--interactive-rate must be > 0 and --interactive-programs >= 1, got "
+                                 f"{self.interactive_rate}, {self.interactive_programs}")
 
 
 def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
@@ -74,6 +90,14 @@ def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
         key = hw.model_preset(spec.model).profile_key
     per_block = float(profile[key]["kv_bytes_per_token"]) * cost.block_tokens
     return cost, int(spec.config.swap_space_GB * 1e9 // per_block)
+
+def interactive_stream(spec: SweepSpec) -> tuple[ProgramSpec, ...]:
+    """The interactive programs of a mixed point: their own seeded draw, ids prefixed `i-`."""
+    assert spec.interactive is not None
+    programs = draw_programs(spec.interactive, spec.interactive_programs, spec.interactive_programs,
+                             spec.interactive_rate, spec.seed + 1, spec.scale)
+    return tuple(p.retimed(p.arrival, f"i-{p.program_id}") for p in programs)
+
 
 @lru_cache(maxsize=2)
 def draw_programs(workload: str, n: int, draw: int, rate: float, seed: int,

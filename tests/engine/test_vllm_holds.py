@@ -196,3 +196,26 @@ def test_continuum_pins_a_history_hard_until_its_ttl(monkeypatch):
     counters = sched.holds.policy.counters
     assert counters.holds_released_pressure == 0 and counters.holds_expired == 1
     check_refs(sched)
+
+
+@pytest.mark.parametrize("classes", [True, False])
+def test_an_interactive_programs_hold_outlives_batch_pressure(classes):
+    """Batch holds give way first (docs/policy.md, rule 9); without classes the lower-valued hold goes:
+    here the interactive one, which finished last and so is expected back last."""
+    sched = make_scheduler("autellix", num_blocks=40, max_num_seqs=2, **HOLDS)
+    run = Runner(sched)
+
+    def call(program: str, rid: str, batch: bool, **kw) -> list[int]:
+        request = make_request(ctx(program, batch=batch if classes else None), request_id=rid, **kw)
+        run.add(request)
+        run.run()
+        return list(request.prompt_token_ids) + list(request.output_token_ids)
+
+    call("b", "b1", True, prompt_tokens=160, max_tokens=16)
+    history = call("i", "i1", False, prompt_tokens=160, max_tokens=16)
+    assert set(sched.holds.blocks) == {"b1", "i1"}
+    call("b2", "big", True, prompt_tokens=400, max_tokens=8)  # one hold must give way
+    assert {"b1", "i1"} & set(sched.holds.blocks) == ({"i1"} if classes else {"b1"})
+    call("i", "i2", False, prompt=history + list(range(500, 520)), max_tokens=4)
+    assert (run.hits["i2"] == cached(history)) is classes
+    check_refs(sched)
