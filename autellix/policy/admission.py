@@ -158,18 +158,21 @@ class ProgramGate:
         return self.total > self.high and self.thrashing()
 
     def pause(self) -> list[str]:
-        """While `over()`: resident programs at a tool boundary, smallest working set first, lose
-        residency until the working sets fit; returns them."""
+        """While `over()`: resident programs at a tool boundary, batch ones first, each class smallest
+        working set first, lose residency until the working sets fit; returns them. Interactive ones only
+        once no batch program is resident, which may come true inside this call: it must, as nothing
+        else would make an engine ask again before its next event."""
         if not self.over():
             return []
         paused = []
-        working = self.working
-        batch = self.batch
-        for pid in sorted((p for p, n in self.inflight.items() if n == 0 and (p in batch or not batch)),
-                          key=working.__getitem__):
+        working, batch = self.working, self.batch
+        for pid in sorted((p for p, n in self.inflight.items() if n == 0),
+                          key=lambda p: (p not in batch, working[p])):
             if self.total <= self.high:
                 break
-            self.total -= self.working.pop(pid)
+            if batch and pid not in batch:
+                break  # interactive, and batch programs are still resident (in flight)
+            self.total -= working.pop(pid)
             del self.inflight[pid]
             batch.discard(pid)
             paused.append(pid)

@@ -53,9 +53,8 @@ def test_interactive_programs_keep_their_history_and_finish_sooner_under_batch_p
     assert mean[0] < 0.8 * mean[1]
 
 
-@pytest.mark.parametrize("policy", ["continuum", "fcfs"])
+@pytest.mark.parametrize("policy", ["autellix", "continuum", "fcfs"])
 def test_mixed_fast_forward_equals_step_by_step(policy):
-    """(autellix with classes is not exact yet: a known gap, see the issue-24 note.)"""
     fast = mix(policy, n=6)
     slow = mix(policy, config=TIGHT.replace(fast_forward=False), n=6)
     key = [(c.program, c.index, c.preemptions, c.hit_tokens) for c in fast.calls]
