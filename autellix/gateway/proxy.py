@@ -48,11 +48,15 @@ from autellix.programs import Call
 
 def program_xargs(call: Call, batch: bool | None = None) -> dict[str, str | float]:
     """Program context for the engine's Autellix scheduler (autellix.context; docs/gateway.md): ids, the
-    service and wait snapshots at arrival, and the class the call names (`batch`; None: none, so none is
-    sent). Anonymous calls send nothing: the engine plugin then runs them as one-call programs without
-    keeping a table entry for each (their snapshots would be 0 anyway)."""
+    service and wait snapshots at arrival, and the class: the one the call names (`batch`), else
+    "batch" for a batch program, so an engine that never saw the marked call still knows (an unmarked
+    call of an interactive program sends none: another replica may know better). Anonymous calls send
+    nothing: the engine plugin then runs them as one-call programs without keeping a table entry for
+    each (their snapshots would be 0 anyway)."""
     if call.program.ephemeral:
         return {}
+    if batch is None and call.program.batch:
+        batch = True
     return to_xargs(call.program_id, call.thread, call.start_service, call.start_wait, batch)
 
 
