@@ -218,6 +218,27 @@ WARMUP_SHARE = 0.2
 """Closed loop: the first 20% of program completions are the warm-up (every program starts at once)."""
 
 
+def mixed_closed_loop(programs: Sequence[Any], calls: Sequence[Any]) -> dict[str, float]:
+    """A batch fleet (closed loop) beside an interactive stream (open loop), each class apart: the
+    fleet's `closed_loop` figures over the stream's span (from its first arrival on), and the interactive
+    programs' completion times and their calls' time to first token (`interactive_jct_*`,
+    `interactive_ttft_*`). Programs need `batch` (their class), `program`, `arrival`, `finish`, `jct`;
+    calls `program`, `finished`, `ttft` and what `closed_loop` reads."""
+    interactive = [p for p in programs if not p.batch]
+    if not interactive:
+        raise ValueError("mixed_closed_loop: no interactive program completed")
+    start = min(p.arrival for p in interactive)
+    names = {p.program for p in interactive}
+    fleet = [p for p in programs if p.batch and p.finish > start]
+    fleet_calls = [c for c in calls
+                   if c.program not in names and c.finished is not None and c.finished > start]
+    own = [c for c in calls if c.program in names]
+    jct = distribution((p.jct for p in interactive), "jct")
+    ttft = distribution((c.ttft for c in own), "ttft")
+    return {**closed_loop(fleet, fleet_calls, warmup=0.0), "interactive_programs": len(interactive),
+            **{f"interactive_{k}": v for k, v in (jct | ttft).items()}}
+
+
 def closed_loop(programs: Sequence[Any], calls: Sequence[Any],
                 warmup: float = WARMUP_SHARE) -> dict[str, float]:
     """Steady-state figures of a closed-loop run (N programs in flight, the next starts when one ends).

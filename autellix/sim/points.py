@@ -14,10 +14,9 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from autellix.metrics import closed_loop, distribution
+from autellix.metrics import closed_loop, mixed_closed_loop
 from autellix.sim.cluster import simulate
 from autellix.sim.cost import CostModel
-from autellix.sim.result import SimResult
 from autellix.sim.spec import SweepSpec, draw_programs, interactive_stream
 from autellix.workloads import program_counts
 
@@ -53,7 +52,7 @@ def run_point(spec: SweepSpec, point: Point, cost: CostModel, cpu_blocks: int) -
                    interactive=stream)
     if stream:
         row = {"policy": point.policy, "concurrency": c, "balancer": spec.balancer, "engines": spec.engines,
-               **mixed_figures(res)}
+               **mixed_closed_loop(res.programs, res.calls)}
     elif c is None:
         row = {"policy": point.policy, "balancer": spec.balancer, "engines": spec.engines, "rate": point.rate,
                "programs": len(programs), "calls": len(res.calls), "swap": spec.config.swap,
@@ -64,20 +63,6 @@ def run_point(spec: SweepSpec, point: Point, cost: CostModel, cpu_blocks: int) -
                "programs": n, **closed_loop(res.programs, res.calls)}
     return {**row, "sim_end_s": res.end, "wall_s": res.wall_s, "events": res.events,
             **res.totals().as_dict()}
-
-
-def mixed_figures(res: SimResult) -> dict[str, Any]:
-    """A batch fleet beside an interactive stream: the fleet's steady-state figures over the stream's
-    span (from its first arrival to its last completion), and the interactive programs' own."""
-    interactive = [p for p in res.programs if not p.batch]
-    start = min(p.arrival for p in interactive)
-    names = {p.program for p in interactive}
-    batch = [p for p in res.programs if p.batch and p.finish > start]
-    calls = [c for c in res.calls if c.program not in names and c.finished > start]
-    own = [c for c in res.calls if c.program in names]
-    return {**closed_loop(batch, calls, warmup=0.0), "interactive_programs": len(interactive),
-            **{f"interactive_{k}": v for k, v in distribution((p.jct for p in interactive), "jct").items()},
-            **{f"interactive_{k}": v for k, v in distribution((c.ttft for c in own), "ttft").items()}}
 
 
 def _task(args: tuple[SweepSpec, Point, CostModel, int]) -> dict[str, Any]:
