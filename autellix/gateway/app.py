@@ -102,7 +102,7 @@ class Gateway:
         if self.pausing is not None:
             self.pool.on_scraped = self.pausing.rebalance  # a capacity learned or changed applies now
         self.proxy = Proxy(self.pool, self.sessions, self.metrics, self.identifier, config.chars_per_token,
-                           config.max_body_bytes, config.model_aliases, self.pausing)
+                           config.max_body_bytes, config.model_aliases, self.pausing, config.class_priority)
         self.responses = ResponseStore(config.responses_max_bytes, config.responses_ttl)
         self.apis = wire_formats(self.responses)
         self.stored = StoredResponses(self.responses, self.keys)

@@ -37,7 +37,8 @@ class GatewayConfig:
     admit_high is the pause gate's threshold."""
     system: str = "autellix"
     """The named system served (policy/systems.py, `autellix serve --policy`). The gateway acts on it
-    only where the system runs there: `pause_gate` (ThunderAgent) turns on autellix.gateway.pausing."""
+    only where the system runs there: `pause_gate` (ThunderAgent) turns on autellix.gateway.pausing;
+    `stock` engines (no plugin) get a batch program's class as vLLM's `priority` (`class_priority`)."""
     kv_capacity_tokens: int | None = None
     """Pause gate: the engines' total KV cache in tokens; None: the sum of what each engine's /metrics
     reports (autellix.gateway.upstreams.kv_capacity)."""
@@ -69,6 +70,12 @@ class GatewayConfig:
     """Seconds an idle engine connection may be reused. Below vLLM's own idle limit (5 s,
     VLLM_HTTP_TIMEOUT_KEEP_ALIVE) so the gateway never sends on a connection the engine is closing:
     such a send would fail like a crash (502) although the engine never saw the call."""
+
+    @property
+    def class_priority(self) -> bool:
+        """Stock engines: the class travels as vLLM's `priority` (batch 1, else none), which they honour
+        when they run `--scheduling-policy priority` (docs/gateway.md, "Classes")."""
+        return system(self.system).stock
 
     @property
     def pause_gate(self) -> bool:

@@ -75,7 +75,8 @@ class Proxy:
 
     def __init__(self, pool: UpstreamPool, sessions: Sessions, metrics: GatewayMetrics,
                  identifier: Identifier, chars_per_token: float, max_body_bytes: int = 32 << 20,
-                 aliases: tuple[tuple[str, str], ...] = (), pausing: Pausing | None = None) -> None:
+                 aliases: tuple[tuple[str, str], ...] = (), pausing: Pausing | None = None,
+                 class_priority: bool = False) -> None:
         self.pool = pool
         self.sessions = sessions
         self.metrics = metrics
@@ -85,6 +86,8 @@ class Proxy:
         self.max_body_bytes = max_body_bytes
         self.aliases = aliases
         self.pausing = pausing
+        self.class_priority = class_priority
+        """Stock engines: a batch program's calls carry vLLM's `priority` 1 (GatewayConfig)."""
 
     async def call(self, request: Request, owner: Owner, api: WireFormat) -> Response | RelayStream:
         """A call of `api` (POST at its path; see the module doc)."""
@@ -106,7 +109,8 @@ class Proxy:
         try:
             if self.pausing is not None and await self.pausing.enter(call, request.receive):
                 flight.pausing = self.pausing
-            prepared = api.prepare(body, program_xargs(call, batch))
+            priority = 1 if self.class_priority and call.program.batch else 0
+            prepared = api.prepare(body, program_xargs(call, batch), priority)
             upstream, (resp, payload) = await self.forwarder.send(
                 request, api.path, prepared.content, upstream_headers(request, json_body=True),
                 pick=lambda tried: self.pool.pick(call.program, call.prompt_tokens, tried), attempt=flight,

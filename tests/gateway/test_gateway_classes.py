@@ -96,3 +96,16 @@ def test_bad_class_is_400_in_each_apis_shape(harness: Harness, headers: dict[str
     assert error["type"] == "invalid_request_error" and error["message"].startswith(f"{field}: must be")
     assert harness.requests() == []  # refused before any engine, and before the program was opened
     assert harness.client.get("/v1/programs").json()["data"] == []
+
+
+@pytest.mark.parametrize("system, forwarded", [("vllm", True), ("autellix", False)])
+def test_stock_engines_get_a_batch_programs_class_as_vllm_priority(make_harness: MakeHarness, system: str,
+                                                                    forwarded: bool) -> None:
+    """Stock vLLM (no plugin) reads no program context: the class reaches it as `priority` 1 (lower is
+    served first), on every call of a batch program; interactive calls send none."""
+    h = make_harness(n=1, infer_programs=False, system=system)
+    post(h, CHAT, headers={"x-autellix-class": "batch"})
+    post(h, CHAT)  # unmarked: the program is still batch
+    post(h, CHAT, pid="q", priority=-2)  # interactive, and the client's own priority never passes
+    sent = [r.get("priority") for r in h.requests()]
+    assert sent == ([1, 1, None] if forwarded else [None, None, None])

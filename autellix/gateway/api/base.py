@@ -134,10 +134,11 @@ class WireFormat(ABC):
     def prompt_tokens(self, body: dict[str, Any], chars_per_token: float) -> int:
         """A rough prompt size for the balancer, before the engine has tokenized anything."""
 
-    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
-        """The body for the engine: usage requested, `context` (program xargs; may be empty) added. By
-        default for APIs whose every answer carries its usage (Messages, Responses)."""
-        return Prepared(engine_body(body, context), body.get("stream") is True, True)
+    def prepare(self, body: dict[str, Any], context: dict[str, str | float], priority: int = 0) -> Prepared:
+        """The body for the engine: usage requested, `context` (program xargs; may be empty) and vLLM's
+        `priority` (when not 0: stock engines) added. By default for APIs whose every answer carries its
+        usage (Messages, Responses)."""
+        return Prepared(engine_body(body, context, priority), body.get("stream") is True, True)
 
     @abstractmethod
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
@@ -156,11 +157,13 @@ def json_or_none(raw: bytes) -> object:
         return None
 
 
-def engine_body(body: dict[str, Any], context: dict[str, str | float]) -> bytes:
+def engine_body(body: dict[str, Any], context: dict[str, str | float], priority: int = 0) -> bytes:
     """The body an engine gets, serialised once: the program context merged into `vllm_xargs` (every API
-    vLLM serves takes it; docs/gateway.md, "What the engine receives"), `priority` removed (its class is
-    in the context: autellix.gateway.classes)."""
+    vLLM serves takes it; docs/gateway.md, "What the engine receives"), the client's `priority` removed
+    (its class is in the context: autellix.gateway.classes) and the gateway's own, when not 0, set."""
     drop_engine_fields(body)
+    if priority:
+        body["priority"] = priority
     if context:
         xargs = body.get("vllm_xargs")
         body["vllm_xargs"] = {**(xargs if isinstance(xargs, dict) else {}), **context}

@@ -93,7 +93,7 @@ class OpenAIFormat(WireFormat):
     def reply_builder(self) -> Replies:
         """Assembles the replies of a streamed answer."""
 
-    def prepare(self, body: dict[str, Any], context: dict[str, str | float]) -> Prepared:
+    def prepare(self, body: dict[str, Any], context: dict[str, str | float], priority: int = 0) -> Prepared:
         stream = body.get("stream") is True
         wants_usage = True
         if stream:
@@ -101,7 +101,7 @@ class OpenAIFormat(WireFormat):
             options = dict(options) if isinstance(options, dict) else {}
             wants_usage = bool(options.get("include_usage"))
             body["stream_options"] = {**options, "include_usage": True}
-        return Prepared(engine_body(body, context), stream, wants_usage)
+        return Prepared(engine_body(body, context, priority), stream, wants_usage)
 
     def read_answer(self, payload: bytes, collect_replies: bool) -> Answer:
         data = json_or_none(payload)
