@@ -127,9 +127,25 @@ def test_closed_loop_fleet_writes_json_table_and_plot(tmp_path, capsys):
     assert "programs_per_hour" in printed and "1x residency" in printed
 
 
+def test_a_fleet_beside_an_interactive_stream_reports_each_class(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert main(["sim", "--workload", "coding", "--scale", "0.3", "--programs", "40", "--quiet",
+                 "--policy", "fcfs,autellix", "--concurrency", "4", "--interactive", "react",
+                 "--interactive-rate", "0.05", "--interactive-programs", "5", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for r in data["results"]:
+        assert r["interactive_programs"] == 5 and r["programs_per_hour"] > 0
+        assert 0 < r["interactive_jct_p50"] <= r["interactive_jct_p95"] and r["interactive_ttft_p95"] > 0
+    assert data["config"]["interactive"] == "react"
+    assert "interactive_jct_p95" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--concurrency", "0"], "counts >= 1"),
     (["--concurrency", "4", "--rates", "1"], "not both"),
+    (["--rates", "1", "--interactive", "chat"], "needs a closed-loop fleet"),
+    (["--concurrency", "4", "--interactive", "nope"], "unknown workload"),
+    (["--concurrency", "4", "--interactive", "chat", "--interactive-rate", "0"], "must be > 0"),
 ])
 def test_bad_fleet_input_is_a_clear_error(extra, message, capsys):
     assert main(["sim", "--workload", "coding", "--programs", "4", "--quiet", *extra]) == 2
