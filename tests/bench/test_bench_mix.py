@@ -5,6 +5,8 @@ starts, when the run ends, the fleet running dry."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -13,6 +15,7 @@ from fake_openai import Seen, ServeFake  # tests/bench/ is on sys.path (conftest
 from autellix.bench.driver import FleetRanDry, ReplayOptions, RunResult, replay_mixed
 from autellix.bench.prompts import PromptBuilder
 from autellix.bench.targets import Target
+from autellix.cli import main
 from autellix.metrics import mixed_closed_loop
 from autellix.workloads import generate, interactive_stream
 
@@ -91,3 +94,52 @@ def test_a_fleet_that_runs_dry_before_the_stream_ends_is_an_error(
     _, url = serve_fake(decode_step=0.0005)
     with pytest.raises(FleetRanDry, match="draw more --programs"):
         _mixed(url, builder, fleet=N + 1, rate=0.2)  # the stream would last ~20 s, the fleet ~1 s
+
+
+def _bench(*extra: str, targets: tuple[str, ...], out: Path) -> int:
+    args = ["bench", "--workload", "chat", "--concurrency", "3", "--repeats", "1", "--scale", "0.1",
+            "--tokenizer", "gpt2", "--cooldown", "0", "--json", str(out), *extra]
+    for t in targets:
+        args += ["--target", t]
+    return main(args)
+
+
+def test_the_command_reports_each_class(
+        serve_fake: ServeFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, slow = serve_fake(decode_step=0.002)
+    _, fast = serve_fake(decode_step=0.0005)
+    out = tmp_path / "mix.json"
+    code = _bench("--programs", "300", "--interactive", "chat", "--interactive-rate", "2",
+                  "--interactive-programs", "3", targets=(f"slow={slow}", f"fast={fast}"), out=out)
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["config"]["interactive"] == "chat" and data["config"]["interactive_programs"] == 3
+    assert len(data["runs"]) == 2 and len(data["results"]) == 2
+    for run in data["runs"]:
+        assert run["interactive_programs"] == 3 and run["interactive_failed"] == 0
+        assert run["interactive_jct_p95"] > 0 and run["programs_per_hour"] > 0
+        assert {"engine_hit_share", "preemptions_per_call"} <= run.keys() and run["failed_calls"] == 0
+    assert {r["policy"] for r in data["results"]} == {"slow", "fast"}
+    assert all(r["interactive_ttft_p95"] > 0 for r in data["results"])
+    assert {c["metric"] for c in data["comparisons"]} >= {"programs_per_hour", "interactive_jct_p95"}
+    stream = [p for p in data["program_records"] if not p["batch"]]
+    assert len(stream) == 6 and all(p["program"].startswith("i-") for p in stream)
+    assert "interactive jct p95" in capsys.readouterr().out
+
+
+def test_the_command_rejects_interactive_without_a_fleet(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["bench", "--workload", "chat", "--target", "a=http://127.0.0.1:1", "--rates", "1",
+                 "--programs", "3", "--interactive", "chat", "--json", str(tmp_path / "x.json")])
+    assert code == 2 and "needs a closed-loop fleet (--concurrency)" in capsys.readouterr().err
+    code = _bench("--programs", "3", "--interactive", "nope", targets=("a=http://127.0.0.1:1",),
+                  out=tmp_path / "x.json")
+    assert code == 2 and "--interactive: unknown workload" in capsys.readouterr().err
+
+
+def test_the_command_says_to_draw_more_when_the_fleet_runs_dry(
+        serve_fake: ServeFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, url = serve_fake(decode_step=0.0005)
+    code = _bench("--programs", "2", "--interactive", "chat", "--interactive-rate", "0.05",
+                  targets=(f"a={url}",), out=tmp_path / "x.json")
+    assert code == 2 and "draw more --programs" in capsys.readouterr().err
