@@ -28,6 +28,9 @@ XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_CLASS, XARG_END = (
 _KNOWN_XARGS = frozenset((XARG_PROGRAM, XARG_THREAD, XARG_SERVICE, XARG_WAIT, XARG_CLASS, XARG_END))
 CLASS_VALUES = {"interactive": False, "batch": True}
 """`autellix_class` value -> ProgramContext.batch."""
+CLASS_HEADER = "x-autellix-class"
+"""The HTTP header a client names its call's class in (one of CLASS_VALUES; read by the gateway,
+autellix.gateway.classes; sent by the benchmark for a batch fleet)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,15 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
                         "completions each point runs until (the first 20%% are warm-up)")
     b.add_argument("--repeats", type=int, default=2,
                    help="closed loop: runs of each point, for the spread (default 2)")
+    b.add_argument("--interactive", metavar="WORKLOAD",
+                   help="with --concurrency: the fleet is batch (its calls send x-autellix-class: batch) "
+                        "and an open-loop stream of this workload's programs, interactive, arrives beside it "
+                        "once it has turned over; a run ends with the stream's last program; each class's "
+                        "figures (docs/bench.md, 'Interactive and batch')")
+    b.add_argument("--interactive-rate", type=float, default=0.1, metavar="R",
+                   help="the interactive stream's arrivals, programs/s (default 0.1)")
+    b.add_argument("--interactive-programs", type=int, default=20, metavar="M",
+                   help="interactive programs per run (default 20)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--scale", type=float, default=1.0, help="multiply every token count (default 1)")
     b.add_argument("--json", metavar="OUT", required=True, help="write results and per-call records here")
@@ -96,6 +105,8 @@ def add_bench_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.interactive and not args.concurrency:
+        raise ValueError("--interactive: needs a closed-loop fleet (--concurrency), not --rates")
     if args.concurrency:
         from autellix.bench.fleet import run_fleet_command  # heavy imports only when used
 

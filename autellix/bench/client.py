@@ -6,7 +6,9 @@ time of the first chunk is the TTFT, the gaps between chunks are the decode step
 Output length is fixed with `max_tokens` + `ignore_eos` (a vLLM extension; other servers may stop early,
 which the recorded `completion_tokens` shows). Program identity travels both as `X-Program-ID` /
 `X-Thread-ID` headers (read by the Autellix gateway) and as `vllm_xargs` in the body (read by an engine
-running the Autellix scheduler directly); a stock vLLM ignores both.
+running the Autellix scheduler directly); a stock vLLM ignores both. A batch program's calls also name
+their class, as the header `x-autellix-class: batch` and as `autellix_class` in `vllm_xargs`
+(docs/gateway.md, "Classes"); an interactive program's name none (interactive is the default).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import httpx
 
 from autellix.bench.targets import describe_error
-from autellix.context import to_xargs
+from autellix.context import CLASS_HEADER, class_name, to_xargs
 
 
 @dataclass
@@ -41,8 +43,9 @@ class StreamedCompletion:
 
 
 def completion_body(model: str, prompt: str, max_tokens: int, program: str | None, thread: str,
-                    cache_salt: str | None = None) -> dict[str, Any]:
-    """The request body; `temperature` 0 so reruns generate the same text (and the same histories)."""
+                    cache_salt: str | None = None, batch: bool = False) -> dict[str, Any]:
+    """The request body; `temperature` 0 so reruns generate the same text (and the same histories).
+    `batch` reaches `vllm_xargs` only with a program (the plugin reads a class only with one)."""
     body: dict[str, Any] = {
         "model": model,
         "prompt": prompt,
@@ -53,14 +56,19 @@ def completion_body(model: str, prompt: str, max_tokens: int, program: str | Non
         "stream_options": {"include_usage": True},
     }
     if program is not None:
-        body["vllm_xargs"] = to_xargs(program, thread)
+        body["vllm_xargs"] = to_xargs(program, thread, batch=True if batch else None)
     if cache_salt:
         body["cache_salt"] = cache_salt
     return body
 
 
-def identity_headers(program: str | None, thread: str) -> dict[str, str]:
-    return {"X-Program-ID": program, "X-Thread-ID": thread} if program is not None else {}
+def call_headers(program: str | None, thread: str, batch: bool = False) -> dict[str, str]:
+    """A call's headers: its identity when sent (`program` not None) and, for a batch program, its class
+    (sent with or without identity: the class says nothing about which program it is)."""
+    headers = {"X-Program-ID": program, "X-Thread-ID": thread} if program is not None else {}
+    if batch:
+        headers[CLASS_HEADER] = class_name(True)
+    return headers
 
 
 async def stream_completion(client: httpx.AsyncClient, url: str, body: dict[str, Any],

@@ -69,6 +69,9 @@ class ProgramRecord:
     finish: float | None
     output_tokens: int
     error: str | None = None
+    batch: bool = False
+    """Its class: True for a batch fleet's program beside an interactive stream (metrics.mixed_closed_loop
+    splits the classes on it), False otherwise (interactive, the default)."""
 
     @property
     def ok(self) -> bool:

@@ -20,10 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from autellix.context import CLASS_VALUES
+from autellix.context import CLASS_HEADER, CLASS_VALUES
 from autellix.gateway.errors import GatewayError
 
-CLASS_HEADER = "x-autellix-class"
 DYNAMO_HIGHER_IS_URGENT = True  # polarity: see docs/gateway.md
 """Dynamo's agent hints: a higher `priority` is more urgent (its docs, v1.2 on), the opposite of vLLM's.
 False reads it as vLLM's `priority`."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from autellix import workloads
 from autellix.balance import BALANCERS
 from autellix.policy import PolicyConfig
 from autellix.policy.systems import system
@@ -92,11 +93,10 @@ def cost_model(spec: SweepSpec) -> tuple[CostModel, int]:
     return cost, int(spec.config.swap_space_GB * 1e9 // per_block)
 
 def interactive_stream(spec: SweepSpec) -> tuple[ProgramSpec, ...]:
-    """The interactive programs of a mixed point: their own seeded draw, ids prefixed `i-`."""
+    """The interactive programs of a mixed point (workloads.interactive_stream)."""
     assert spec.interactive is not None
-    programs = draw_programs(spec.interactive, spec.interactive_programs, spec.interactive_programs,
-                             spec.interactive_rate, spec.seed + 1, spec.scale)
-    return tuple(p.retimed(p.arrival, f"i-{p.program_id}") for p in programs)
+    return tuple(workloads.interactive_stream(spec.interactive, spec.interactive_programs,
+                                              spec.interactive_rate, spec.seed, spec.scale))
 
 
 @lru_cache(maxsize=2)

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 from autellix.workloads import agent_family, chat, coding, mixed, mooncake, react, tree_search
 from autellix.workloads.spec import CallSpec, ProgramSpec, scale_program
 
-__all__ = ["WORKLOADS", "CallSpec", "ProgramSpec", "generate", "parse_counts", "program_counts",
-           "scale_program"]
+__all__ = ["INTERACTIVE_PREFIX", "WORKLOADS", "CallSpec", "ProgramSpec", "generate", "interactive_stream",
+           "parse_counts", "program_counts", "scale_program"]
 
 _GENERATORS: dict[str, Callable[[int, float, int], list[ProgramSpec]]] = {
     "chat": chat.generate,
@@ -57,6 +57,19 @@ def generate(workload: str, n_programs: int, rate: float, seed: int = 0, scale: 
     if scale != 1.0:
         programs = [scale_program(p, scale) for p in programs]
     return programs
+
+
+INTERACTIVE_PREFIX = "i-"
+"""Ids of an interactive stream's programs start with it, so they never collide with a fleet's."""
+
+
+def interactive_stream(workload: str, n_programs: int, rate: float, seed: int = 0,
+                       scale: float = 1.0) -> list[ProgramSpec]:
+    """The interactive stream beside a batch fleet drawn from `seed` (`autellix sim` and `autellix bench`
+    with `--interactive`): its own draw (seed + 1, so it is not the fleet's first programs), arrivals a
+    Poisson process at `rate` counted from the stream's start, ids prefixed INTERACTIVE_PREFIX."""
+    programs = generate(workload, n_programs, rate, seed + 1, scale)
+    return [p.retimed(p.arrival, f"{INTERACTIVE_PREFIX}{p.program_id}") for p in programs]
 
 
 def program_counts(programs: int | Sequence[int], n_rates: int) -> tuple[int, ...]:
