@@ -62,14 +62,16 @@ def test_measures_the_fakes_step_costs(serve_fake: ServeFake, builder: PromptBui
                                      repeats=1)
 
     m = asyncio.run(go())
-    # The fake's sleeps never end early, so each measured cost is at least the fake's own; how much more
-    # depends on the machine's load, which no test bounds (once, on a loaded machine, a TTFT came back
-    # more than 25% over): upper bounds and fit quality are figures `autellix calibrate` prints.
+    # The fake's sleeps never end early, so each TTFT is at least the fake's own; how much more depends
+    # on the machine's load, which no test bounds (once, on a loaded machine, a TTFT came back more than
+    # 25% over): upper bounds and fit quality are figures `autellix calibrate` prints. A decode step is a
+    # mean gap between received chunks, and a loaded client receives chunks in bursts, so it can come out
+    # below the fake's sleep (once under 0.9x of it): only a gross under-measurement fails here.
     assert len(m.prefill) == 4 and len(m.decode) == 6
     for p in m.prefill:
         assert p.ttft_s >= PREFILL_BASE + PER_TOKEN * p.n - 1e-3, p
     for d in m.decode:
-        assert d.step_s >= 0.9 * STEP * (1 + SLOWDOWN * (d.B - 1)), d
+        assert d.step_s >= 0.5 * STEP * (1 + SLOWDOWN * (d.B - 1)), d
     facts = model_facts(str(_model_folder(tmp_path)))
     profile = build_profile(m, "tiny", facts, 4096, "cpu", url)
     path = tmp_path / "cal.json"
