@@ -13,9 +13,8 @@
 #
 # The stock engines (vllm, thunderagent) run vLLM's priority scheduler (`--scheduling-policy priority`),
 # as the simulator's `fcfs` is given the class (docs/simulator.md, "Interactive and batch"); the plugin's
-# engines set it themselves (autellix.deploy.launch.engine_argv). Until the gateway turns a call's class
-# into vLLM's `priority` for stock engines, every call reaches them at the default priority 0, so there
-# the flag changes nothing yet.
+# engines set it themselves (autellix.deploy.launch.engine_argv). The gateway turns a batch program's class
+# into vLLM's `priority` 1 for stock engines (docs/gateway.md, "Classes").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
