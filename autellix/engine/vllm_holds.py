@@ -79,10 +79,9 @@ class PluginHolds:
         gate = self.gate
         if gate is None:
             return
-        passes = not batch and bool(gate.batch)  # FCFS among the parked, but no interactive one parks
-        if (self.parked and not passes) or not gate.admit(program_id, self._blocks(request.num_tokens),
-                                                          batch=batch):
-            if not gate.admitted(program_id) and queue.park(request):  # FCFS: none overtakes the parked
+        blocks = self._blocks(request.num_tokens)
+        if (self.parked and not gate.passes(batch)) or not gate.admit(program_id, blocks, batch=batch):
+            if not gate.admitted(program_id) and queue.park(request):  # FCFS among the parked
                 if program_id not in self.parked:
                     self.policy.counters.programs_gated += 1
                     self.parked_batch[program_id] = batch

@@ -109,6 +109,11 @@ class ProgramGate:
     def admitted(self, program_id: str) -> bool:
         return program_id in self.working
 
+    def passes(self, batch: bool) -> bool:
+        """Whether a program of this class is admitted whatever the working sets say and ahead of the
+        programs already waiting: an interactive one while batch programs are resident."""
+        return not batch and bool(self.batch)
+
     def admit(self, program_id: str, blocks: int, idle: bool = False, batch: bool = False) -> bool:
         """Whether a program's call here may join the queues; admits the program if so. `idle`: the
         engine has nothing to run, so holding the program back would only waste it (and across engines
@@ -116,7 +121,7 @@ class ProgramGate:
         program (`batch` False) is admitted at once while batch programs are resident."""
         if program_id in self.working:
             return True
-        if not idle and (batch or not self.batch):
+        if not idle and not self.passes(batch):
             if self.closed:
                 if self.total >= self.low:
                     return False

@@ -45,8 +45,8 @@ class EngineHolding:
         self.policy.arrive(pid, sc.issued)
         if gate is None:
             return True
-        if gate.batch and not sc.call.program.batch and pid not in self.gated:
-            gate.admit(pid, self.res.blocks(sc.prompt))  # interactive, batch programs resident: admitted
+        if gate.passes(sc.call.program.batch) and pid not in self.gated:
+            gate.admit(pid, self.res.blocks(sc.prompt))
         if pid in self.gated or not gate.admitted(pid):
             if pid not in self.gated:
                 self.policy.counters.programs_gated += 1
